@@ -1,0 +1,3 @@
+from lrasr.cli import app
+
+app(prog_name="lrasr")

@@ -1,0 +1,183 @@
+"""Audio decoding to 16 kHz mono float32, whole or in blocks.
+
+soundfile (libsndfile) reads wav, flac, ogg/vorbis, ogg/opus and mp3 quickly and can seek; everything
+else (m4a, mp4, webm, aac, ...) goes through torchcodec with Debian's ffmpeg, which also resamples and
+downmixes. Long recordings are read block by block so a 2-hour file never sits in memory at once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from lrasr.errors import LrasrError
+from lrasr.io import atomic_path
+
+SAMPLE_RATE = 16_000
+SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".oga", ".au"}
+
+
+class AudioError(LrasrError):
+    """A file that cannot be decoded as audio."""
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    sample_rate: int
+    num_frames: int
+    num_channels: int
+    backend: str  # "soundfile" or "torchcodec"
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def _check_readable(path: Path) -> None:
+    if not path.exists():
+        raise AudioError("file not found", path)
+    if not path.is_file():
+        raise AudioError("not a regular file", path)
+    if path.stat().st_size == 0:
+        raise AudioError("empty file (0 bytes)", path)
+
+
+def _torchcodec_decoder(path: Path, sample_rate: int | None = None):
+    try:
+        from torchcodec.decoders import AudioDecoder
+    except (ImportError, RuntimeError, OSError) as exc:  # missing ffmpeg shared libraries
+        raise AudioError(
+            f"cannot decode this format without torchcodec+ffmpeg ({exc}); install ffmpeg (apt-get install ffmpeg)", path
+        ) from None
+    try:
+        return AudioDecoder(str(path), sample_rate=sample_rate, num_channels=1 if sample_rate else None)
+    except Exception as exc:  # torchcodec raises plain RuntimeError/ValueError for bad input
+        raise AudioError(f"not decodable audio ({_short(exc)})", path) from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+def probe(path: str | Path) -> AudioInfo:
+    """Sample rate, length and channels of a file without decoding it all. Raises ``AudioError``."""
+    path = Path(path)
+    _check_readable(path)
+    if path.suffix.lower() in SOUNDFILE_EXTENSIONS:
+        try:
+            info = sf.info(str(path))
+            if info.frames > 0 or info.format != "MPEG":
+                return AudioInfo(info.samplerate, int(info.frames), info.channels, "soundfile")
+        except (sf.LibsndfileError, RuntimeError):
+            pass  # fall through to ffmpeg, which knows more containers
+    decoder = _torchcodec_decoder(path)
+    meta = decoder.metadata
+    rate = int(meta.sample_rate or 0)
+    seconds = meta.duration_seconds or meta.duration_seconds_from_header
+    if not rate or seconds is None:
+        raise AudioError("no audio stream with a known sample rate and duration", path)
+    return AudioInfo(rate, int(round(seconds * rate)), int(meta.num_channels or 1), "torchcodec")
+
+
+def _to_mono(block: np.ndarray) -> np.ndarray:
+    """[frames, channels] or [frames] -> [frames] float32, channels averaged."""
+    if block.ndim == 2:
+        block = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+    return np.ascontiguousarray(block, dtype=np.float32)
+
+
+def resample(wave: np.ndarray | torch.Tensor, orig_rate: int, new_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Band-limited resampling (torchaudio, sinc/Hann). [T] -> [T * new/orig]."""
+    tensor = torch.as_tensor(np.asarray(wave, dtype=np.float32))
+    if orig_rate == new_rate:
+        return tensor.numpy()
+    return AF.resample(tensor, orig_rate, new_rate).numpy()
+
+
+def load(path: str | Path, sample_rate: int = SAMPLE_RATE, start: float = 0.0, end: float | None = None) -> np.ndarray:
+    """Decode ``path`` (optionally the ``start``..``end`` seconds) to mono float32 at ``sample_rate``.
+
+    Returns [T]. Raises ``AudioError`` with a one-line reason for unreadable input.
+    """
+    path = Path(path)
+    info = probe(path)
+    if info.backend == "soundfile":
+        first = int(start * info.sample_rate)
+        last = info.num_frames if end is None else min(info.num_frames, int(math.ceil(end * info.sample_rate)))
+        try:
+            data, rate = sf.read(str(path), start=first, stop=last, dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise AudioError(f"not decodable audio ({_short(exc)})", path) from None
+        return resample(_to_mono(data), rate, sample_rate)
+    decoder = _torchcodec_decoder(path, sample_rate)
+    try:
+        samples = decoder.get_samples_played_in_range(start, end)
+    except Exception as exc:
+        raise AudioError(f"decoding failed ({_short(exc)})", path) from None
+    return samples.data.mean(dim=0).numpy().astype(np.float32)
+
+
+def iter_blocks(path: str | Path, block_seconds: float = 60.0, sample_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
+    """Yield consecutive mono blocks of about ``block_seconds`` at ``sample_rate``.
+
+    Concatenating the blocks gives the same signal as ``load`` (up to float rounding): each block is
+    resampled with extra input context on both sides that is then trimmed, and block boundaries sit on
+    multiples of the rates' common period so output sample positions stay exact.
+    """
+    path = Path(path)
+    info = probe(path)
+    if info.backend != "soundfile":
+        yield from _iter_blocks_torchcodec(path, info, block_seconds, sample_rate)
+        return
+    rate = info.sample_rate
+    g = math.gcd(rate, sample_rate)
+    period_in, period_out = rate // g, sample_rate // g
+    block = max(1, int(block_seconds * rate) // period_in) * period_in
+    margin = max(1, int(0.05 * rate) // period_in + 1) * period_in  # 50 ms of filter context
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            total = handle.frames
+            for first in range(0, total, block):
+                lo = max(0, first - margin)
+                hi = min(total, first + block + margin)
+                handle.seek(lo)
+                data = _to_mono(handle.read(hi - lo, dtype="float32", always_2d=True))
+                out = resample(data, rate, sample_rate)
+                skip = (first - lo) // period_in * period_out
+                keep = (min(first + block, total) - first) * sample_rate // rate
+                yield out[skip: skip + keep]
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise AudioError(f"decoding failed ({_short(exc)})", path) from None
+
+
+def _iter_blocks_torchcodec(path: Path, info: AudioInfo, block_seconds: float, sample_rate: int) -> Iterator[np.ndarray]:
+    decoder = _torchcodec_decoder(path, sample_rate)
+    start = 0.0
+    duration = info.duration
+    while start < duration:
+        end = min(duration, start + block_seconds)
+        try:
+            samples = decoder.get_samples_played_in_range(start, end)
+        except Exception as exc:
+            raise AudioError(f"decoding failed at {start:.1f}s ({_short(exc)})", path) from None
+        data = samples.data.mean(dim=0).numpy().astype(np.float32)
+        if data.size == 0:
+            break
+        yield data
+        start = end
+
+
+def save_flac(path: str | Path, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
+    """Write [T] float audio as 16-bit FLAC atomically. Returns the path."""
+    path = Path(path)
+    with atomic_path(path, suffix=".flac") as tmp:
+        sf.write(str(tmp), np.clip(wave, -1.0, 1.0), sample_rate, format="FLAC", subtype="PCM_16")
+    return path

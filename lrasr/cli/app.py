@@ -1,0 +1,56 @@
+"""The Typer application and what every command shares: recipe loading and error display."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Callable, Optional, TypeVar
+
+import typer
+
+from lrasr.errors import LrasrError
+from lrasr.report import err_console
+
+app = typer.Typer(
+    name="lrasr",
+    help="Speech recognition for low-resource languages: prepare data, pretrain wav2vec 2.0, "
+    "fine-tune with CTC, decode with KenLM. Every stage is driven by a recipe YAML (see recipes/).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+RecipeArg = typer.Argument(..., exists=False, help="Recipe YAML file (see recipes/).")
+WorkdirOpt = typer.Option(None, "--workdir", "-w", help="Override the recipe's workdir.")
+
+
+def user_errors(func: F) -> F:
+    """Print an ``LrasrError`` as one red line and exit 2, instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except LrasrError as exc:
+            for line in str(exc).splitlines():
+                err_console.print(f"[bold red]error:[/] {line}", soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def load(recipe: Path, workdir: Optional[Path] = None, overrides: dict[str, Any] | None = None, check_paths: bool = True):
+    """Load a recipe with CLI overrides (``None`` values are ignored)."""
+    from lrasr.recipe import load_recipe
+
+    merged = {k: v for k, v in (overrides or {}).items() if v is not None}
+    if workdir is not None:
+        merged["workdir"] = str(Path(workdir).resolve())
+    return load_recipe(recipe, merged, check_paths=check_paths)
+
+
+def not_implemented(stage: str) -> None:
+    err_console.print(f"[yellow]{stage}: not implemented yet[/]")
+    raise typer.Exit(3)

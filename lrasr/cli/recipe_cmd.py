@@ -1,0 +1,26 @@
+"""`lrasr recipe validate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import typer
+
+from lrasr.cli.app import app, load, user_errors
+from lrasr.report import console
+
+recipe_app = typer.Typer(help="Check recipe files.", no_args_is_help=True)
+app.add_typer(recipe_app, name="recipe")
+
+
+@recipe_app.command("validate")
+@user_errors
+def validate(
+    recipes: List[Path] = typer.Argument(..., help="One or more recipe YAML files."),
+    check_paths: bool = typer.Option(True, help="Also check that corpus paths exist."),
+) -> None:
+    """Validate recipes: unknown keys, wrong types and missing paths are reported with the key's path."""
+    for path in recipes:
+        recipe = load(path, check_paths=check_paths)
+        console.print(f"[green]ok[/] {path}: {recipe.name} ({recipe.language}), stages: {', '.join(recipe.stages())}")

@@ -1,0 +1,109 @@
+"""Manifests: tab-separated, UTF-8, header row, one row per utterance or segment.
+
+Manifests are the only contract between stages. ``audio`` is relative to the manifest's folder.
+Standard columns: id, audio, duration, then where they apply text, raw_text, speaker, source, start,
+end, snr_db. ``rejected.tsv`` has source, reason and where known start, end, line.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import pandas as pd
+
+from lrasr.errors import LrasrError
+from lrasr.io import atomic_path
+
+MANIFEST_COLUMNS = ("id", "audio", "duration", "text", "raw_text", "speaker", "source", "start", "end", "snr_db")
+REJECTED_COLUMNS = ("source", "reason", "start", "end", "line", "id")
+NUMERIC_COLUMNS = ("duration", "start", "end", "snr_db", "line")
+
+
+def _clean_cell(value: object) -> object:
+    # tabs and newlines inside a field would break the TSV; they carry no meaning in transcripts
+    if isinstance(value, str):
+        return value.replace("\t", " ").replace("\r", " ").replace("\n", " ")
+    return value
+
+
+def _order_columns(columns: Iterable[str], standard: tuple[str, ...]) -> list[str]:
+    columns = list(columns)
+    return [c for c in standard if c in columns] + [c for c in columns if c not in standard]
+
+
+def write_manifest(rows: pd.DataFrame | Iterable[Mapping[str, object]], path: str | Path,
+                   standard: tuple[str, ...] = MANIFEST_COLUMNS) -> Path:
+    """Write rows atomically as a TSV manifest (standard columns first). Returns the path."""
+    frame = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+    frame = frame[_order_columns(frame.columns, standard)] if len(frame.columns) else frame
+    for col in frame.columns:
+        if frame[col].dtype == object:
+            frame[col] = frame[col].map(_clean_cell)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, sep="\t", index=False, quoting=csv.QUOTE_NONE, escapechar="\\",
+                     encoding="utf-8", float_format="%.3f", lineterminator="\n")
+    return path
+
+
+def read_manifest(path: str | Path, required: Iterable[str] = ("id", "audio", "duration")) -> pd.DataFrame:
+    """Read a manifest; text columns stay strings, numeric ones become floats.
+
+    Raises ``LrasrError`` naming the file when it is missing or lacks a required column.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LrasrError("manifest not found; run the stage that writes it first", path)
+    try:
+        frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE,
+                            escapechar="\\", encoding="utf-8")
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise LrasrError(f"not a valid manifest ({exc})", path) from None
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise LrasrError(f"manifest lacks column(s) {', '.join(missing)}", path)
+    for col in NUMERIC_COLUMNS:
+        if col in frame.columns:
+            frame[col] = pd.to_numeric(frame[col].replace("", None), errors="coerce")
+    return frame
+
+
+def audio_paths(frame: pd.DataFrame, manifest_path: str | Path) -> list[Path]:
+    """Absolute audio paths of a manifest's rows (``audio`` is relative to the manifest's folder)."""
+    root = Path(manifest_path).resolve().parent
+    return [p if (p := Path(a)).is_absolute() else root / p for a in frame["audio"]]
+
+
+def relative_audio(path: str | Path, manifest_dir: str | Path) -> str:
+    """Path of ``path`` relative to ``manifest_dir`` when below it or nearby, else absolute."""
+    import os
+
+    return os.path.relpath(Path(path).resolve(), Path(manifest_dir).resolve())
+
+
+class RejectLog:
+    """Collects rejected inputs with a reason; nothing is dropped silently."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, object]] = []
+
+    def add(self, source: str | Path, reason: str, **where: object) -> None:
+        self.rows.append({"source": str(source), "reason": reason, **where})
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def counts(self) -> dict[str, int]:
+        """Rejections per reason kind (the text before the first colon)."""
+        out: dict[str, int] = {}
+        for row in self.rows:
+            kind = str(row["reason"]).split(":", 1)[0]
+            out[kind] = out.get(kind, 0) + 1
+        return out
+
+    def write(self, path: str | Path) -> Path:
+        columns = ["source", "reason", "start", "end", "line", "id"]
+        frame = pd.DataFrame(self.rows, columns=[c for c in columns if any(c in r for r in self.rows)] or ["source", "reason"])
+        return write_manifest(frame, path, standard=REJECTED_COLUMNS)
