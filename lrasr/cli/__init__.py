@@ -4,6 +4,14 @@ Each area registers its commands on the shared ``app`` in its own module.
 """
 
 from lrasr.cli.app import app
-from lrasr.cli import recipe_cmd, prepare_cmd, train_cmd, decode_cmd, run_cmd  # noqa: F401  (register commands)
+from lrasr.cli import (  # noqa: F401  (importing registers the commands, in help order)
+    prepare_cmd,
+    pretrain_cmd,
+    finetune_cmd,
+    decode_cmd,
+    run_cmd,
+    data_cmd,
+    recipe_cmd,
+)
 
 __all__ = ["app"]

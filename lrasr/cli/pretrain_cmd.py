@@ -1,4 +1,4 @@
-"""`lrasr pretrain`, `lrasr finetune`, `lrasr evaluate`, `lrasr export`."""
+"""`lrasr pretrain`."""
 
 from __future__ import annotations
 
@@ -22,15 +22,3 @@ def pretrain(
     """wav2vec 2.0 self-supervised pretraining on the prepared unlabeled audio (torchrun for multi-GPU)."""
     not_implemented("pretrain")
 
-
-@app.command()
-@user_errors
-def finetune(
-    recipe: Path = RecipeArg,
-    workdir: Optional[Path] = WorkdirOpt,
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: recipe, else auto)."),
-    resume: bool = typer.Option(True, help="Resume from the last checkpoint in the workdir when there is one."),
-    max_steps: Optional[int] = typer.Option(None, help="Override finetune.max_steps."),
-) -> None:
-    """CTC fine-tuning on the labeled train split, with dev WER/CER."""
-    not_implemented("finetune")

@@ -1,0 +1,23 @@
+"""`lrasr finetune`, `lrasr evaluate`, `lrasr export`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from lrasr.cli.app import RecipeArg, WorkdirOpt, app, load, not_implemented, user_errors
+
+
+@app.command()
+@user_errors
+def finetune(
+    recipe: Path = RecipeArg,
+    workdir: Optional[Path] = WorkdirOpt,
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: recipe, else auto)."),
+    resume: bool = typer.Option(True, help="Resume from the last checkpoint in the workdir when there is one."),
+    max_steps: Optional[int] = typer.Option(None, help="Override finetune.max_steps."),
+) -> None:
+    """CTC fine-tuning on the labeled train split, with dev WER/CER."""
+    not_implemented("finetune")
