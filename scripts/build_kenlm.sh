@@ -13,6 +13,6 @@ if [ -z "$src" ]; then
 fi
 mkdir -p "$src/build"
 cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DKENLM_MAX_ORDER=6 >/dev/null
-make -C "$src/build" -j2 lmplz build_binary >/dev/null
+make -C "$src/build" -j2 lmplz build_binary > "$tools/kenlm-build.log" 2>&1 || { tail -n 30 "$tools/kenlm-build.log"; exit 1; }
 cp "$src/build/bin/lmplz" "$src/build/bin/build_binary" "$tools/bin/"
 echo "built $tools/bin/lmplz and $tools/bin/build_binary"
