@@ -39,7 +39,7 @@ def write_manifest(rows: pd.DataFrame | Iterable[Mapping[str, object]], path: st
     frame = rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
     frame = frame[_order_columns(frame.columns, standard)] if len(frame.columns) else frame
     for col in frame.columns:
-        if frame[col].dtype == object:
+        if not pd.api.types.is_numeric_dtype(frame[col]):  # object or pandas' str dtype
             frame[col] = frame[col].map(_clean_cell)
     path = Path(path)
     with atomic_path(path) as tmp:
