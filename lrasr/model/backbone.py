@@ -1,0 +1,142 @@
+"""The shared wav2vec 2.0 backbone, built from torchaudio's components.
+
+Parameter names are exactly torchaudio's ``Wav2Vec2Model`` (``feature_extractor.conv_layers.N.*``,
+``encoder.feature_projection.*``, ``encoder.transformer.pos_conv_embed.*``,
+``encoder.transformer.layers.N.*``, ``encoder.transformer.layer_norm``, ``aux``), so torchaudio's
+importers and checkpoint conversion line up with it.
+
+torchaudio's ``SelfAttention`` already calls ``scaled_dot_product_attention``, but only accepts a
+float mask expanded to ``[B, 1, T, T]``. ``KeyPaddingSelfAttention`` (same parameters) also accepts a
+broadcastable boolean key mask ``[B, 1, 1, T]`` and none at all for unpadded batches, which lets SDPA
+pick its fused kernels and saves the ``B*T*T`` mask.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+from torchaudio.models import Wav2Vec2Model
+from torchaudio.models.wav2vec2 import components
+
+from lrasr.model.config import Wav2Vec2Config
+
+
+class KeyPaddingSelfAttention(components.SelfAttention):
+    """torchaudio's self-attention with broadcastable (boolean or additive) masks."""
+
+    def forward(  # type: ignore[override]
+        self,
+        x: Tensor,
+        attention_mask: Optional[Tensor] = None,
+        position_bias: Optional[Tensor] = None,
+        key_padding_mask: Optional[Tensor] = None,
+    ) -> tuple[Tensor, Optional[Tensor]]:
+        """x: [B, T, D]; attention_mask: bool [B, 1, 1|T, T] (True = attend) or float additive."""
+        batch, length, _ = x.shape
+        shape = (batch, length, self.num_heads, self.head_dim)
+        q = self.q_proj(x).view(shape).transpose(1, 2)
+        k = self.k_proj(x).view(shape).transpose(1, 2)
+        v = self.v_proj(x).view(shape).transpose(1, 2)
+        if attention_mask is not None and attention_mask.dtype != torch.bool:
+            attention_mask = attention_mask.to(q.dtype)
+        out = nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=attention_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        out = out.transpose(1, 2).reshape(batch, length, self.embed_dim)
+        return self.out_proj(out), None
+
+
+def build_backbone(cfg: Wav2Vec2Config, aux_num_out: int | None = None) -> Wav2Vec2Model:
+    """A torchaudio ``Wav2Vec2Model`` of ``cfg``'s shape (with a linear ``aux`` head if asked)."""
+    extractor = components._get_feature_extractor(cfg.extractor_mode, list(cfg.conv_layers), cfg.conv_bias)
+    encoder = components._get_encoder(
+        in_features=cfg.conv_dim,
+        embed_dim=cfg.embed_dim,
+        dropout_input=cfg.dropout_input,
+        pos_conv_kernel=cfg.pos_conv_kernel,
+        pos_conv_groups=cfg.pos_conv_groups,
+        num_layers=cfg.num_layers,
+        num_heads=cfg.num_heads,
+        attention_dropout=cfg.attention_dropout,
+        ff_interm_features=cfg.ffn_dim,
+        ff_interm_dropout=cfg.activation_dropout,
+        dropout=cfg.dropout,
+        layer_norm_first=cfg.layer_norm_first,
+        layer_drop=cfg.layerdrop,
+    )
+    for layer in encoder.transformer.layers:
+        old = layer.attention
+        new = KeyPaddingSelfAttention(old.embed_dim, old.num_heads, old.dropout)
+        new.load_state_dict(old.state_dict())
+        layer.attention = new
+    aux = nn.Linear(cfg.embed_dim, aux_num_out) if aux_num_out is not None else None
+    model = Wav2Vec2Model(extractor, encoder, aux)
+    init_backbone_(model)
+    return model
+
+
+@torch.no_grad()
+def init_backbone_(model: Wav2Vec2Model) -> None:
+    """fairseq's initialisation: BERT-style N(0, 0.02) linears in the transformer, Kaiming convs,
+    the positional conv at N(0, sqrt(4 / (kernel * channels)))."""
+    model.encoder.transformer.apply(components._init_transformer_params)
+    for block in model.feature_extractor.conv_layers:
+        nn.init.kaiming_normal_(block.conv.weight)
+    pos = model.encoder.transformer.pos_conv_embed.conv
+    std = (4.0 / (pos.kernel_size[0] * pos.in_channels)) ** 0.5
+    # weight-norm parametrization: original1 is the direction v, original0 the magnitude g
+    v = pos.parametrizations.weight.original1
+    v.normal_(0.0, std)
+    pos.parametrizations.weight.original0.copy_(torch.linalg.vector_norm(v, dim=(0, 1), keepdim=True))
+    nn.init.zeros_(pos.bias)
+
+
+class _GradMultiply(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:  # type: ignore[override]
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        return grad * ctx.scale, None
+
+
+def extract_features(backbone: Wav2Vec2Model, waveforms: Tensor, lengths: Tensor | None,
+                     grad_mult: float) -> tuple[Tensor, Tensor | None]:
+    """Feature encoder with fairseq's ``feature_grad_mult``.
+
+    waveforms [B, S] -> features [B, T, C], frame lengths [B] (None if ``lengths`` is None).
+    ``grad_mult == 0`` runs the convs without autograd (frozen, as in fine-tuning).
+    """
+    if grad_mult == 0.0 or not torch.is_grad_enabled():
+        with torch.no_grad():
+            feats, frames = backbone.feature_extractor(waveforms, lengths)
+        return feats, frames
+    feats, frames = backbone.feature_extractor(waveforms, lengths)
+    if grad_mult != 1.0:
+        feats = _GradMultiply.apply(feats, grad_mult)
+    return feats, frames
+
+
+def padding_mask(frames: Tensor | None, num_frames: int, device: torch.device) -> Tensor | None:
+    """bool [B, T], True at padded frames; None when nothing is padded (the fast path)."""
+    if frames is None:
+        return None
+    pad = torch.arange(num_frames, device=device)[None, :] >= frames.to(device)[:, None]
+    return pad if bool(pad.any()) else None
+
+
+def run_transformer(backbone: Wav2Vec2Model, x: Tensor, pad: Tensor | None) -> Tensor:
+    """Positional conv + transformer layers (layerdrop in training) + final norm.
+
+    x [B, T, D] (already projected and masked), pad bool [B, T] or None -> [B, T, D].
+    Padded frames are zeroed before the positional conv, as fairseq and transformers do.
+    """
+    attn_mask = None
+    if pad is not None:
+        x = x.masked_fill(pad[..., None], 0.0)
+        attn_mask = ~pad[:, None, None, :]
+    return backbone.encoder.transformer(x, attention_mask=attn_mask)

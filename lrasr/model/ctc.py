@@ -1,0 +1,66 @@
+"""wav2vec 2.0 with a CTC head (fine-tuning and inference).
+
+``backbone`` is a torchaudio ``Wav2Vec2Model`` whose ``aux`` linear layer is the CTC head, so
+``model.backbone(waveforms, lengths)`` alone is torchaudio's usual ``(logits, lengths)`` call (no
+masking). State-dict keys: ``backbone.*`` (torchaudio names, head = ``backbone.aux.*``) and
+``mask_embedding`` (shared with the pretraining model so a pretrained one carries over).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from lrasr.model.backbone import build_backbone, extract_features, padding_mask, run_transformer
+from lrasr.model.config import Wav2Vec2Config
+from lrasr.model.masking import compute_channel_mask, compute_span_mask
+
+
+class Wav2Vec2ForCTC(nn.Module):
+    def __init__(self, cfg: Wav2Vec2Config, vocab_size: int):
+        super().__init__()
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        self.backbone = build_backbone(cfg, aux_num_out=vocab_size)
+        self.mask_embedding = nn.Parameter(torch.empty(cfg.embed_dim).uniform_())
+        self.final_dropout = nn.Dropout(cfg.final_dropout)
+        self.generator: torch.Generator | None = None  # for masks; None = torch's global RNG
+
+    @property
+    def aux(self) -> nn.Linear:
+        return self.backbone.aux  # type: ignore[return-value]
+
+    def output_lengths(self, lengths: Tensor) -> Tensor:
+        """Frames produced for ``lengths`` samples (long [B])."""
+        n = lengths.long()
+        for _, k, s in self.cfg.conv_layers:
+            n = torch.clamp(torch.div(n - k, s, rounding_mode="floor") + 1, min=0)
+        return n
+
+    def forward(self, waveforms: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """waveforms [B, S] float, lengths [B] samples -> (logits [B, F, V], out_lengths [B] long).
+
+        In training: time masks (learned embedding) and channel masks (zeros) per cfg, layerdrop.
+        The feature encoder's gradient is scaled by ``cfg.feature_grad_mult`` (0 = frozen).
+        """
+        cfg = self.cfg
+        if lengths is None:
+            lengths = torch.full((waveforms.shape[0],), waveforms.shape[1], device=waveforms.device)
+        feats, frames = extract_features(self.backbone, waveforms, lengths,
+                                         cfg.feature_grad_mult if self.training else 0.0)
+        batch, num_frames, _ = feats.shape
+        proj = self.backbone.encoder.feature_projection
+        x = proj(feats)  # layer norm, linear, dropout
+        pad = padding_mask(frames, num_frames, x.device)
+        if self.training and cfg.mask_time_prob > 0:
+            time_mask = compute_span_mask((batch, num_frames), cfg.mask_time_prob, cfg.mask_time_length,
+                                          frames, cfg.mask_time_min_masks, cfg.require_same_masks,
+                                          self.generator).to(x.device)
+            x = torch.where(time_mask[..., None], self.mask_embedding.to(x.dtype), x)
+        if self.training and cfg.mask_channel_prob > 0:
+            chan = compute_channel_mask(batch, x.shape[-1], cfg.mask_channel_prob, cfg.mask_channel_length,
+                                        self.generator).to(x.device)
+            x = x.masked_fill(chan[:, None, :], 0.0)
+        x = run_transformer(self.backbone, x, pad)
+        logits = self.backbone.aux(self.final_dropout(x))
+        return logits, frames.long()
