@@ -176,8 +176,9 @@ def _iter_blocks_torchcodec(path: Path, info: AudioInfo, block_seconds: float, s
 
 
 def save_flac(path: str | Path, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
-    """Write [T] float audio as 16-bit FLAC atomically. Returns the path."""
+    """Write [T] audio as 16-bit FLAC atomically (float in [-1, 1], or int16 written unchanged)."""
     path = Path(path)
+    data = wave if wave.dtype == np.int16 else np.clip(wave, -1.0, 1.0)
     with atomic_path(path, suffix=".flac") as tmp:
-        sf.write(str(tmp), np.clip(wave, -1.0, 1.0), sample_rate, format="FLAC", subtype="PCM_16")
+        sf.write(str(tmp), data, sample_rate, format="FLAC", subtype="PCM_16")
     return path

@@ -1,4 +1,4 @@
-"""`lrasr prepare` and `lrasr export-manifest`."""
+"""`lrasr prepare`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from lrasr.cli.app import RecipeArg, WorkdirOpt, app, load, not_implemented, user_errors
+from lrasr.cli.app import RecipeArg, WorkdirOpt, app, load, user_errors
 
 
 @app.command()
@@ -15,9 +15,24 @@ from lrasr.cli.app import RecipeArg, WorkdirOpt, app, load, not_implemented, use
 def prepare(
     recipe: Path = RecipeArg,
     workdir: Optional[Path] = WorkdirOpt,
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Worker processes (default: recipe prepare.jobs)."),
-    shard: Optional[str] = typer.Option(None, help="I/N: process only every N-th input starting at I (0-based)."),
-    strict: bool = typer.Option(False, help="Exit non-zero when any input is rejected."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1,
+                                       help="Worker processes (default: recipe prepare.jobs)."),
+    shard: Optional[str] = typer.Option(
+        None, help="I/N: segment only every N-th unlabeled input starting at I (0-based), writing "
+        "prepare/unlabeled/shards/I-of-N/; run once per shard (e.g. cluster array jobs), then --merge."),
+    merge: bool = typer.Option(False, "--merge", help="Join the shards' results into the final manifests "
+                               "without processing inputs (a plain run without --shard also does this)."),
+    strict: bool = typer.Option(False, help="Exit non-zero when any input or segment is rejected."),
 ) -> None:
-    """Segment raw recordings (VAD + quality filters) and ingest labeled corpora into manifests."""
-    not_implemented("prepare")
+    """Segment raw recordings (VAD + quality filters) and ingest labeled corpora into manifests.
+
+    Reruns skip inputs already done with the same content and settings; an interrupted run resumes.
+    Exits non-zero only when nothing usable was produced (or with --strict).
+    """
+    from lrasr.errors import LrasrError
+    from lrasr.stages.prepare import parse_shard, run_prepare
+
+    if shard is not None and merge:
+        raise LrasrError("--shard and --merge exclude each other: run the shards first, then --merge")
+    shard_t = parse_shard(shard)  # a bad value fails before the recipe is even loaded
+    run_prepare(load(recipe, workdir), jobs=jobs, shard=shard_t, strict=strict, merge=merge)

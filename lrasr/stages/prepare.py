@@ -1,0 +1,148 @@
+"""The `prepare` stage: unlabeled recordings (VAD segmentation) and labeled corpora, one report.
+
+Writes under ``<workdir>/prepare/``: ``unlabeled/`` (see ``prepare_unlabeled``), the labeled outputs
+(see ``lrasr.stages.prepare_labeled``), ``rejected.tsv`` (both paths merged; column ``input`` says
+which), ``report.json`` and ``report.png`` (segment length and SNR histograms).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from typing import Any
+
+import pandas as pd
+
+from lrasr.data.manifest import RejectLog, read_manifest, write_manifest
+from lrasr.errors import LrasrError, StageError
+from lrasr.io import write_json_atomic
+from lrasr.report import console, histograms_png, summary_table, warn
+from lrasr.stages.prepare_unlabeled import merge_unlabeled, prepare_unlabeled
+
+Shard = tuple[int, int]
+
+
+def parse_shard(value: str | Shard | None) -> Shard | None:
+    """``"I/N"`` (0 <= I < N) -> (I, N); raises ``LrasrError`` with the accepted form."""
+    if value is None or isinstance(value, tuple):
+        if value is not None and not (0 <= value[0] < value[1]):
+            raise LrasrError(f"--shard {value[0]}/{value[1]}: need 0 <= I < N")
+        return value
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(value))
+    if not match:
+        raise LrasrError(f"--shard {value!r}: expected I/N with whole numbers, e.g. 0/4 (I counts from 0)")
+    index, count = int(match.group(1)), int(match.group(2))
+    if count < 1 or index >= count:
+        raise LrasrError(f"--shard {value}: need N >= 1 and 0 <= I < N (I counts from 0)")
+    return index, count
+
+
+def _labeled(recipe, jobs: int) -> tuple[dict[str, Any] | None, RejectLog]:
+    try:
+        module = importlib.import_module("lrasr.stages.prepare_labeled")
+    except ModuleNotFoundError as exc:
+        if exc.name != "lrasr.stages.prepare_labeled":
+            raise
+        warn("labeled corpora skipped: lrasr.stages.prepare_labeled is not available in this build")
+        return None, RejectLog()
+    return module.prepare_labeled(recipe, jobs=jobs)
+
+
+def _merged_rejects(unlabeled: RejectLog, labeled: RejectLog) -> pd.DataFrame:
+    rows = [{"input": "unlabeled", **r} for r in unlabeled.rows] + [{"input": "labeled", **r} for r in labeled.rows]
+    columns = ["input", "source", "reason", "start", "end", "line", "id"]
+    present = [c for c in columns if c in ("input", "source", "reason") or any(c in r for r in rows)]
+    return pd.DataFrame(rows, columns=present)
+
+
+def _table_rows(un: dict[str, Any]) -> list[tuple[str, object]]:
+    lengths, snr = un.get("segment_seconds") or {}, un.get("snr_db") or {}
+    acc = un["speech_accounting"]
+    return [
+        ("input files", un["files"]),
+        ("files with no kept segment", un["files_without_segments"]),
+        ("hours in", un["hours_in"]),
+        ("hours of speech (VAD)", un["hours_speech"]),
+        ("  kept after duration filter", un["hours_after_duration"]),
+        ("  kept after clipping filter", un["hours_after_clipping"]),
+        ("  kept after SNR filter", un["hours_after_snr"]),
+        ("  kept after duplicate filter", un["hours_kept"]),
+        ("speech kept + rejected = found (h)",
+         f"{acc['kept_h']:.4f} + {acc['rejected_h']:.4f} = {acc['found_h']:.4f}" + ("" if acc["balanced"] else " (MISMATCH)")),
+        ("segments found / kept", f"{un['segments_found']:,} / {un['segments']:,}"),
+        ("segment length p5 / p50 / p95 (s)",
+         " / ".join(f"{lengths[k]:.2f}" for k in ("p5", "p50", "p95")) if lengths else "-"),
+        ("segment SNR p5 / p50 / p95 (dB)", " / ".join(f"{snr[k]:.1f}" for k in ("p5", "p50", "p95")) if snr else "-"),
+        ("rejected rows", un["rejected"]),
+    ]
+
+
+def run_prepare(recipe, jobs: int | None = None, shard: str | Shard | None = None, strict: bool = False,
+                merge: bool = False) -> dict[str, Any]:
+    """Run `prepare` for the recipe; returns a JSON-able summary (also written to report.json).
+
+    ``shard="I/N"`` segments only every N-th unlabeled input (labeled corpora are left to the
+    unsharded/merge run); ``merge=True`` joins the shards' results without processing inputs.
+    Raises ``StageError`` when nothing usable was produced, or with ``strict`` when anything was
+    rejected (the outputs are written first either way).
+    """
+    shard_t = parse_shard(shard)
+    jobs = jobs or recipe.prepare.jobs
+    out = recipe.workdir / "prepare"
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"unlabeled": None, "labeled": None}
+    un_rejects, lab_rejects = RejectLog(), RejectLog()
+    if recipe.corpora.unlabeled:
+        if merge:
+            summary["unlabeled"], un_rejects = merge_unlabeled(recipe)
+        else:
+            summary["unlabeled"], un_rejects = prepare_unlabeled(recipe, jobs=jobs, shard=shard_t)
+    if recipe.corpora.labeled and shard_t is None:
+        summary["labeled"], lab_rejects = _labeled(recipe, jobs)
+    rejected = _merged_rejects(un_rejects, lab_rejects)
+    target = out if shard_t is None else out / "unlabeled" / "shards" / f"{shard_t[0]}-of-{shard_t[1]}"
+    write_manifest(rejected, target / "rejected.tsv", standard=tuple(rejected.columns))
+    summary["rejected"] = len(rejected)
+    summary["rejected_tsv"] = str(target / "rejected.tsv")
+    un = summary["unlabeled"]
+    if un is not None:
+        console.print(summary_table("prepare: unlabeled recordings", _table_rows(un)))
+        _histograms(recipe, target, un)
+    if summary["labeled"]:
+        console.print(summary_table("prepare: labeled corpora", sorted(summary["labeled"].items()) if isinstance(
+            summary["labeled"], dict) else []))
+    write_json_atomic(target / "report.json", summary)
+    if len(rejected):
+        console.print(f"{len(rejected)} input(s)/segment(s) rejected: see {target / 'rejected.tsv'}")
+    usable = (un or {}).get("segments", 0) + _labeled_count(summary["labeled"])
+    if usable == 0:
+        raise StageError("nothing usable was produced (see rejected.tsv for why)", target / "rejected.tsv")
+    if strict and len(rejected):
+        raise StageError(f"--strict: {len(rejected)} rejection(s)", target / "rejected.tsv")
+    return summary
+
+
+def _labeled_count(labeled: dict[str, Any] | None) -> int:
+    """Utterances the labeled path produced (its summary's naming is B's; accept the obvious keys)."""
+    if not labeled:
+        return 0
+    for key in ("utterances", "kept", "train", "total"):
+        value = labeled.get(key)
+        if isinstance(value, (int, float)):
+            return int(value)
+        if isinstance(value, dict) and isinstance(value.get("utterances"), (int, float)):
+            return int(value["utterances"])
+    return 1  # labeled output exists but we cannot count it: do not call the run empty
+
+
+def _histograms(recipe, target, un: dict[str, Any]) -> None:
+    seg_table = target / "segments.tsv" if (target / "segments.tsv").exists() else recipe.workdir / "prepare" / "unlabeled" / "segments.tsv"
+    try:
+        table = read_manifest(seg_table, required=("duration", "snr_db", "status"))
+    except LrasrError:
+        return
+    kept = table[table["status"] == "kept"]
+    histograms_png(target / "report.png", {
+        "kept segment length (s)": kept["duration"].tolist(),
+        "SNR of every VAD segment (dB)": table["snr_db"].tolist(),
+    }, title=f"{recipe.name}: prepare")

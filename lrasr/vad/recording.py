@@ -1,0 +1,136 @@
+"""One raw recording -> VAD segments -> quality filters -> 16 kHz mono FLAC files + a record.
+
+Runs in a worker process. The record (a JSON-able dict) lists every segment VAD found, with its
+quality numbers and either the FLAC it was written to or why it was rejected, plus file-level
+problems. The caller stores it atomically; until then the input counts as not done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from lrasr.audio.decode import AudioError, iter_blocks, probe, save_flac
+from lrasr.io import file_sha1
+from lrasr.recipe import FilterConfig, VadConfig
+from lrasr.vad.backends import to_int16
+from lrasr.vad.quality import clipping_ratio, wada_snr
+from lrasr.vad.segmenter import Segment, segment_stream
+
+RECORD_VERSION = 1
+
+
+def safe_stem(path: Path) -> str:
+    """A file-name-safe, id-safe short form of the input's stem."""
+    stem = re.sub(r"[^\w.-]+", "_", path.stem, flags=re.UNICODE).strip("._") or "audio"
+    return stem[:60]
+
+
+def input_key(path: Path) -> str:
+    """Stable key of an input by its absolute path (names its record and segment folder)."""
+    return hashlib.sha1(str(path.resolve()).encode("utf-8")).hexdigest()[:12]
+
+
+def segment_dir_name(path: Path) -> str:
+    return f"{safe_stem(path)}-{input_key(path)[:8]}"
+
+
+def judge(seg_duration: float, snr: float, clip: float, vad: VadConfig, filters: FilterConfig) -> str | None:
+    """The first filter a segment fails, as a readable reason, or None when it is kept.
+
+    Order matters for the report's "hours kept after each filter": duration, clipping, SNR
+    (duplicates are found later, across inputs).
+    """
+    if seg_duration + 1e-9 < vad.min_seconds:
+        return f"too short: {seg_duration:.2f} s < vad.min_seconds {vad.min_seconds:g}"
+    if seg_duration > vad.max_seconds + 1e-6:
+        return f"too long: {seg_duration:.2f} s > vad.max_seconds {vad.max_seconds:g}"
+    if filters.max_clipping is not None and clip > filters.max_clipping:
+        return f"clipped: {100 * clip:.2f}% of samples at full scale > filters.max_clipping {100 * filters.max_clipping:g}%"
+    if filters.min_snr_db is not None and snr < filters.min_snr_db:
+        return f"low snr: {snr:.1f} dB < filters.min_snr_db {filters.min_snr_db:g}"
+    return None
+
+
+def process_recording(source: str, out_dir: str, vad: dict[str, Any], filters: dict[str, Any],
+                      settings: str) -> dict[str, Any]:
+    """Segment ``source`` into ``out_dir/segments/<name>/``; returns the input's record.
+
+    Never raises for bad input: decoding problems become ``problems`` rows (a file that fails
+    half-way keeps the segments decoded before the failure).
+    """
+    import torch
+
+    torch.set_num_threads(1)  # one core per worker: --jobs is the parallelism
+    vad_cfg, filter_cfg = VadConfig(**vad), FilterConfig(**filters)
+    path = Path(source)
+    name = segment_dir_name(path)
+    seg_dir = Path(out_dir) / "segments" / name
+    record: dict[str, Any] = {"version": RECORD_VERSION, "source": str(path), "settings": settings,
+                              "duration": 0.0, "segments": [], "problems": []}
+    try:
+        stat = path.stat()
+        record.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+        info = probe(path)
+        record["sha1"] = file_sha1(path)
+    except AudioError as exc:
+        record["problems"].append({"reason": f"unreadable: {_reason(exc, path)}"})
+        return record
+    except OSError as exc:
+        record["problems"].append({"reason": f"unreadable: {exc.strerror or exc}"})
+        return record
+    # a rerun after a crash must not mix stale or half-written files with new ones
+    if seg_dir.exists():
+        shutil.rmtree(seg_dir)
+    decoded = 0
+    try:
+        blocks = _counting(iter_blocks(path, vad_cfg.block_seconds), record)
+        for index, seg in enumerate(segment_stream(blocks, vad_cfg)):
+            record["segments"].append(_handle_segment(seg, index, name, seg_dir, vad_cfg, filter_cfg))
+        decoded = record["duration"]
+    except AudioError as exc:
+        decoded = record["duration"]
+        kept = sum(1 for s in record["segments"] if s["reject"] is None)
+        record["problems"].append({"reason": f"decoding failed after {decoded:.1f} s of {info.duration:.1f} s: "
+                                             f"{_reason(exc, path)} (kept {kept} segments before it)",
+                                   "start": round(decoded, 3)})
+    if decoded == 0.0 and not record["problems"]:
+        record["problems"].append({"reason": "empty audio: no samples decoded"})
+    elif not record["segments"] and not record["problems"]:
+        record["problems"].append({"reason": f"no speech found by VAD ({vad_cfg.backend}) in {decoded:.1f} s",
+                                   "start": 0.0, "end": round(decoded, 3)})
+    return record
+
+
+def _counting(blocks, record: dict[str, Any]):
+    """Pass blocks through while adding their length to record['duration']."""
+    for block in blocks:
+        record["duration"] += block.size / 16_000
+        yield block
+
+
+def _handle_segment(seg: Segment, index: int, name: str, seg_dir: Path, vad: VadConfig,
+                    filters: FilterConfig) -> dict[str, Any]:
+    pcm = to_int16(seg.wave)
+    snr = wada_snr(seg.wave)
+    clip = clipping_ratio(seg.wave)
+    seg_id = f"{name}-{index:05d}"
+    row = {"id": seg_id, "start": round(seg.start_s, 3), "end": round(seg.end_s, 3),
+           "duration": round(seg.duration, 3), "snr_db": round(snr, 2), "clipping": round(clip, 5),
+           "sha1": hashlib.sha1(pcm.tobytes()).hexdigest(), "reject": judge(seg.duration, snr, clip, vad, filters)}
+    if row["reject"] is None:
+        rel = Path("segments") / name / f"{seg_id}.flac"
+        seg_dir.mkdir(parents=True, exist_ok=True)
+        save_flac(seg_dir / f"{seg_id}.flac", pcm)
+        row["audio"] = rel.as_posix()
+    return row
+
+
+def _reason(exc: Exception, path: Path) -> str:
+    """An AudioError's message without the leading path (the rejected row names the file already)."""
+    text = str(exc)
+    prefix = f"{path}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
