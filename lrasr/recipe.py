@@ -181,7 +181,7 @@ class FinetuneConfig(TrainCommon):
 
 # -------------------------------------------------------------------------------------- lm, decode
 class LmConfig(Section):
-    order: int = Field(3, ge=1, le=6)
+    order: int = Field(3, ge=2, le=6)  # KenLM cannot load unigram-only models
     prune: list[int] | None = None
     memory: str = "10%"
     include_train_text: bool = True
@@ -326,10 +326,11 @@ def load_recipe(
     except ValidationError as err:
         raise RecipeError(_format_validation_error(err, path)) from None
     recipe.source = path.resolve()
-    if check_paths:
-        problems = missing_paths(recipe)
-        if problems:
-            raise RecipeError("\n".join(f"{path}: {p}" for p in problems))
+    from lrasr.corpora import card_problems  # corpus cards: unknown card, wrong format or folder layout
+
+    problems = (missing_paths(recipe) if check_paths else []) + card_problems(recipe, check_layout=check_paths)
+    if problems:
+        raise RecipeError("\n".join(f"{path}: {p}" for p in problems))
     return recipe
 
 
