@@ -1,0 +1,11 @@
+"""Checkpoint interoperability: import transformers folders and fairseq ``.pt`` files, export to transformers.
+
+- ``read_checkpoint(path) -> Checkpoint`` (canonical weights, architecture, head labels),
+- ``load_pretrained_into(model, path_or_checkpoint, skip_head=False) -> LoadReport``,
+- ``export_hf(model_dir, out_dir)`` (``lrasr export --format hf``).
+"""
+
+from lrasr.convert.checkpoint import Checkpoint, LoadReport, load_pretrained_into, read_checkpoint
+from lrasr.convert.hf import export_hf
+
+__all__ = ["Checkpoint", "LoadReport", "load_pretrained_into", "read_checkpoint", "export_hf"]
