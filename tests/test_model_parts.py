@@ -1,0 +1,208 @@
+"""Model parts: config/presets, masking semantics, quantizer, pretraining loss, CTC model, model folders."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from lrasr.errors import LrasrError
+from lrasr.model.config import Wav2Vec2Config
+from lrasr.model.ctc import Wav2Vec2ForCTC
+from lrasr.model.io import load_ctc_model, load_model_dir, save_model_dir
+from lrasr.model.masking import compute_channel_mask, compute_span_mask, sample_negatives
+from lrasr.model.pretraining import Wav2Vec2ForPreTraining
+from lrasr.model.quantizer import GumbelQuantizer
+
+
+# ------------------------------------------------------------------------------------------ config
+def test_presets_have_published_shapes() -> None:
+    base, large, tiny = (Wav2Vec2Config.preset(n) for n in ("base", "large", "tiny"))
+    assert (base.embed_dim, base.num_layers, base.num_heads, base.ffn_dim) == (768, 12, 12, 3072)
+    assert base.extractor_mode == "group_norm" and not base.layer_norm_first and not base.conv_bias
+    assert (base.final_dim, base.latent_temp, base.feature_penalty_weight) == (256, (2.0, 0.5, 0.999995), 10.0)
+    assert (large.embed_dim, large.num_layers, large.num_heads, large.ffn_dim) == (1024, 24, 16, 4096)
+    assert large.extractor_mode == "layer_norm" and large.layer_norm_first and large.conv_bias
+    assert (large.final_dim, large.latent_temp[1], large.feature_penalty_weight) == (768, 0.1, 0.0)
+    for cfg in (base, large, tiny):
+        assert cfg.frame_stride == 320 and len(cfg.conv_layers) == 7
+        assert (cfg.mask_time_prob, cfg.mask_time_length, cfg.logit_temp) == (0.65, 10, 0.1)
+    assert base.num_frames(16000) == 49 and tiny.num_frames(16000) == 49
+
+
+def test_from_recipe_overrides_and_round_trip() -> None:
+    cfg = Wav2Vec2Config.from_recipe({"preset": "tiny", "num_layers": 3, "conv_layers": [[16, 10, 5]]})
+    assert cfg.num_layers == 3 and cfg.conv_layers == [(16, 10, 5)] and cfg.embed_dim == 128
+    assert Wav2Vec2Config.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(LrasrError, match="num_layer\\b"):
+        Wav2Vec2Config.from_recipe({"preset": "tiny", "num_layer": 3})
+    with pytest.raises(LrasrError, match="unknown model preset 'huge'"):
+        Wav2Vec2Config.from_recipe("huge")
+    with pytest.raises(LrasrError, match="not divisible by num_heads"):
+        Wav2Vec2Config.from_recipe({"preset": "tiny", "num_heads": 3})
+
+
+# ----------------------------------------------------------------------------------------- masking
+def test_span_mask_fraction_and_equal_counts() -> None:
+    gen = torch.Generator().manual_seed(0)
+    expected = 1 - (1 - 0.065) ** 10  # ~0.49: 0.65 * T / 10 spans of 10 frames, overlapping
+    free = torch.stack([compute_span_mask((1, 500), 0.65, 10, None, 2, False, gen) for _ in range(40)])
+    assert abs(free.float().mean().item() - expected) < 0.01
+    # equal counts per row: every row keeps the batch's smallest count (a bit below 49%, as fairseq)
+    mask = compute_span_mask((16, 500), 0.65, 10, None, 2, True, gen)
+    counts = mask.sum(1)
+    assert bool((counts == counts[0]).all())
+    assert 0.40 < mask.float().mean().item() < expected
+    # masked frames come in spans: most masked frames have a masked neighbour
+    runs = (mask[:, 1:] & mask[:, :-1]).sum() / mask.sum()
+    assert runs > 0.8
+
+
+def test_span_mask_never_masks_padding_and_is_deterministic() -> None:
+    lengths = torch.tensor([300, 120, 37, 300])
+    a = compute_span_mask((4, 300), 0.65, 10, lengths, 2, True, torch.Generator().manual_seed(5))
+    b = compute_span_mask((4, 300), 0.65, 10, lengths, 2, True, torch.Generator().manual_seed(5))
+    c = compute_span_mask((4, 300), 0.65, 10, lengths, 2, True, torch.Generator().manual_seed(6))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    pad = torch.arange(300)[None] >= lengths[:, None]
+    assert not (a & pad).any()
+    counts = a.sum(1)
+    assert bool((counts == counts[0]).all()) and counts[0] >= 2
+    # without equal counts, the long rows keep ~49%
+    free = compute_span_mask((4, 300), 0.65, 10, lengths, 2, False, torch.Generator().manual_seed(5))
+    assert not (free & pad).any() and free[0].float().mean() > 0.3
+
+
+def test_span_mask_short_utterance_and_channel_mask() -> None:
+    m = compute_span_mask((2, 8), 0.65, 10, torch.tensor([8, 5]), 2, True, torch.Generator().manual_seed(0))
+    assert m.sum(1).min() > 0 and not m[1, 5:].any()
+    ch = compute_channel_mask(3, 256, 0.25, 16, torch.Generator().manual_seed(0))
+    assert ch.shape == (3, 256) and (ch.sum(1) == ch.sum(1)[0]).all() and 0 < ch.float().mean() < 0.5
+
+
+def test_negatives_exclude_self_and_cover_others() -> None:
+    neg = sample_negatives(7, 2, 3000, torch.Generator().manual_seed(0))
+    assert neg.shape == (2, 7, 3000)
+    own = torch.arange(7)[None, :, None]
+    assert not (neg == own).any()
+    assert neg.min() == 0 and neg.max() == 6
+    counts = torch.stack([(neg[0, 3] == j).sum() for j in range(7) if j != 3]).float()
+    assert counts.min() > 0.8 * counts.mean()  # uniform over the other frames
+
+
+# --------------------------------------------------------------------------------------- quantizer
+def test_quantizer_temperature_schedule_and_straight_through() -> None:
+    q = GumbelQuantizer(16, 2, 8, 12, (2.0, 0.5, 0.999995))
+    assert q.set_num_updates(0) == 2.0
+    assert math.isclose(q.set_num_updates(100_000), 2.0 * 0.999995 ** 100_000)
+    assert q.set_num_updates(10_000_000) == 0.5
+    large = Wav2Vec2ForPreTraining(dataclasses.replace(Wav2Vec2Config.preset("tiny"), latent_temp=(2.0, 0.1, 0.9)))
+    assert large.set_num_updates(1000) == 0.1
+
+    x = torch.randn(40, 16)
+    q.train()
+    out = q(x)
+    book = q.codevectors.view(2, 8, 6)
+    picked = torch.cat([book[g][out.codes[:, g]] for g in range(2)], dim=1)
+    torch.testing.assert_close(out.vectors, picked)  # hard one-hot forward
+    out.vectors.sum().backward()
+    assert q.weight_proj.weight.grad is not None and q.weight_proj.weight.grad.abs().sum() > 0
+    assert 1.0 <= out.prob_perplexity.item() <= 16.0 and 1.0 <= out.code_perplexity.item() <= 16.0
+    q.eval()
+    e1, e2 = q(x), q(x)
+    assert torch.equal(e1.vectors, e2.vectors) and torch.equal(e1.codes, q.weight_proj(x).view(40, 2, 8).argmax(-1))
+
+
+# -------------------------------------------------------------------------------------- pretraining
+def _batch(seconds: float = 1.0, n: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    samples = int(seconds * 16000)
+    wave = torch.randn(n, samples, generator=torch.Generator().manual_seed(3)) * 0.2
+    lengths = torch.tensor([samples] + [samples * 3 // 4] * (n - 1))
+    for b in range(1, n):
+        wave[b, lengths[b]:] = 0
+    return wave, lengths
+
+
+def test_pretraining_outputs_and_feature_grad_mult() -> None:
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(Wav2Vec2Config.preset("tiny"), num_layers=1, feature_grad_mult=1.0)
+    model = Wav2Vec2ForPreTraining(cfg)
+    wave, lengths = _batch()
+    out = model(wave, lengths)
+    assert set(out.losses) == {"contrastive", "diversity", "feature_penalty"}
+    assert set(out.metrics) == {"accuracy", "code_perplexity", "prob_perplexity", "temperature", "mask_fraction"}
+    expected = (out.losses["contrastive"] + 0.1 * out.losses["diversity"]
+                + 10.0 * out.losses["feature_penalty"])
+    torch.testing.assert_close(out.loss, expected)
+    assert 0.25 < out.metrics["mask_fraction"] < 0.7 and out.num_masked == int(out.mask.sum())
+    # near chance at init: log(K+1)
+    assert abs(out.losses["contrastive"].item() - math.log(cfg.num_negatives + 1)) < 1.0
+
+    # the feature encoder's gradient scales with feature_grad_mult, nothing else changes
+    model.eval()
+    neg = sample_negatives(int(out.mask.sum(1)[0]), 2, cfg.num_negatives, torch.Generator().manual_seed(0))
+    grads = []
+    for mult in (1.0, 0.1):
+        model.cfg = dataclasses.replace(cfg, feature_grad_mult=mult)
+        model.zero_grad()
+        model(wave, lengths, mask=out.mask, negative_indices=neg).loss.backward()
+        grads.append((model.backbone.feature_extractor.conv_layers[1].conv.weight.grad.clone(),
+                      model.final_proj.weight.grad.clone()))
+    scaled = grads[0][0] * 0.1
+    assert (grads[1][0] - scaled).norm() / scaled.norm() < 1e-4
+    torch.testing.assert_close(grads[1][1], grads[0][1])
+
+
+# --------------------------------------------------------------------------------------------- ctc
+def test_ctc_shapes_lengths_and_training_only_masking() -> None:
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(Wav2Vec2Config.preset("tiny"), num_layers=2, mask_time_prob=0.5,
+                              mask_channel_prob=0.25, layerdrop=0.5, feature_grad_mult=0.0)
+    model = Wav2Vec2ForCTC(cfg, vocab_size=12)
+    wave, lengths = _batch(1.0, 3)
+    model.eval()
+    logits, out_len = model(wave, lengths)
+    assert logits.shape == (3, 49, 12)
+    assert out_len.tolist() == [cfg.num_frames(int(n)) for n in lengths] == [49, 37, 37]
+    assert torch.equal(model(wave, lengths)[0], logits)  # eval: no masks, no layerdrop
+    model.train()
+    a, b = model(wave, lengths)[0], model(wave, lengths)[0]
+    assert not torch.allclose(a, b)
+    a.sum().backward()
+    assert model.backbone.feature_extractor.conv_layers[0].conv.weight.grad is None  # frozen (mult 0)
+    assert model.aux.weight.grad is not None
+
+
+# ------------------------------------------------------------------------------------ model folders
+def test_model_dir_round_trip(tmp_path) -> None:
+    from lrasr.text.tokenizer import CharTokenizer
+
+    tok = CharTokenizer.from_texts(["abc ab", "ca"])
+    cfg = dataclasses.replace(Wav2Vec2Config.preset("tiny"), num_layers=1)
+    ctc = Wav2Vec2ForCTC(cfg, len(tok.labels)).eval()
+    save_model_dir(tmp_path / "ctc", ctc, tok)
+    model, tok2 = load_ctc_model(tmp_path / "ctc")
+    wave, lengths = _batch(0.5)
+    assert torch.equal(model(wave, lengths)[0], ctc(wave, lengths)[0])
+    assert tok2.labels == tok.labels
+
+    pre = Wav2Vec2ForPreTraining(cfg)
+    save_model_dir(tmp_path / "pre", pre)
+    loaded = load_model_dir(tmp_path / "pre")
+    assert isinstance(loaded, Wav2Vec2ForPreTraining)
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in pre.state_dict().items())
+    with pytest.raises(LrasrError, match="not a fine-tuned CTC model"):
+        load_ctc_model(tmp_path / "pre")
+    save_model_dir(tmp_path / "notok", ctc)
+    with pytest.raises(LrasrError, match="notok.*no tokenizer"):
+        load_ctc_model(tmp_path / "notok")
+    with pytest.raises(LrasrError, match="no config.json"):
+        load_model_dir(tmp_path)
+    # weights of another shape: named in the error
+    other = Wav2Vec2ForCTC(cfg, len(tok.labels) + 1)
+    save_model_dir(tmp_path / "bad", other)
+    (tmp_path / "bad" / "config.json").write_text((tmp_path / "ctc" / "config.json").read_text())
+    with pytest.raises(LrasrError, match="backbone.aux.weight"):
+        load_model_dir(tmp_path / "bad")

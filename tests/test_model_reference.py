@@ -1,0 +1,158 @@
+"""lrasr's wav2vec 2.0 against transformers' Wav2Vec2ForPreTraining (the reference implementation).
+
+Same random weights (lrasr's copied into a locally built transformers model; nothing downloaded),
+same input, mask and distractors: backbone output, quantized targets, contrastive logits, contrastive
+and diversity losses must agree within float32 tolerance, for both layouts (BASE: group-norm conv,
+post-LN; LARGE: layer-norm convs, pre-LN).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from lrasr.model.config import Wav2Vec2Config
+from lrasr.model.masking import compute_span_mask, sample_negatives
+from lrasr.model.pretraining import Wav2Vec2ForPreTraining
+
+transformers = pytest.importorskip("transformers")
+from transformers.models.wav2vec2 import modeling_wav2vec2 as hf  # noqa: E402
+
+
+def small_config(large: bool) -> Wav2Vec2Config:
+    cfg = Wav2Vec2Config.from_recipe({
+        "preset": "large" if large else "base",
+        "conv_layers": [[32, 10, 5]] + [[32, 3, 2]] * 4 + [[32, 2, 2]] * 2,
+        "embed_dim": 64, "num_layers": 2, "num_heads": 4, "ffn_dim": 128,
+        "pos_conv_kernel": 16, "pos_conv_groups": 4,
+        "final_dim": 24, "codevector_dim": 32, "num_codevectors_per_group": 16, "num_negatives": 20,
+    })
+    # no randomness besides what the test controls
+    return dataclasses.replace(cfg, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
+                               dropout_input=0.0, dropout_features=0.0, layerdrop=0.0)
+
+
+def hf_model_from(cfg: Wav2Vec2Config) -> "hf.Wav2Vec2ForPreTraining":
+    hf_cfg = transformers.Wav2Vec2Config(
+        conv_dim=[c for c, _, _ in cfg.conv_layers],
+        conv_kernel=[k for _, k, _ in cfg.conv_layers],
+        conv_stride=[s for _, _, s in cfg.conv_layers],
+        conv_bias=cfg.conv_bias,
+        feat_extract_norm="group" if cfg.extractor_mode == "group_norm" else "layer",
+        do_stable_layer_norm=cfg.layer_norm_first,
+        hidden_size=cfg.embed_dim, num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
+        intermediate_size=cfg.ffn_dim,
+        num_conv_pos_embeddings=cfg.pos_conv_kernel, num_conv_pos_embedding_groups=cfg.pos_conv_groups,
+        hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
+        feat_quantizer_dropout=0.0, final_dropout=0.0, layerdrop=0.0,
+        num_codevector_groups=cfg.num_codevector_groups,
+        num_codevectors_per_group=cfg.num_codevectors_per_group,
+        codevector_dim=cfg.codevector_dim, proj_codevector_dim=cfg.final_dim,
+        contrastive_logits_temperature=cfg.logit_temp, num_negatives=cfg.num_negatives,
+        diversity_loss_weight=cfg.diversity_loss_weight,
+        mask_time_prob=cfg.mask_time_prob, mask_time_length=cfg.mask_time_length,
+    )
+    return hf.Wav2Vec2ForPreTraining(hf_cfg)
+
+
+def hf_name(name: str) -> str:
+    """lrasr (torchaudio) parameter name -> transformers' name."""
+    if name == "mask_embedding":
+        return "wav2vec2.masked_spec_embed"
+    if name.startswith("final_proj."):
+        return "project_hid." + name.split(".", 1)[1]
+    if name.startswith(("quantizer.", "project_q.")):
+        return name
+    name = name.removeprefix("backbone.")
+    name = name.replace("encoder.feature_projection.", "feature_projection.")
+    name = name.replace("encoder.transformer.", "encoder.")
+    return "wav2vec2." + name
+
+
+def copy_weights(ours: Wav2Vec2ForPreTraining, theirs: torch.nn.Module) -> None:
+    mine = {hf_name(k): v for k, v in ours.state_dict().items()}
+    ref = theirs.state_dict()
+    assert set(mine) == set(ref), (sorted(set(mine) ^ set(ref)))
+    for k, v in mine.items():
+        assert ref[k].shape == v.shape, k
+    theirs.load_state_dict(mine, strict=True)
+
+
+def to_hf_negatives(neg: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, M, K] indices into masked frames -> transformers' [B, T, K] flat indices into B*T."""
+    batch, frames = mask.shape
+    out = torch.zeros(batch, frames, neg.shape[-1], dtype=torch.long)
+    for b in range(batch):
+        pos = mask[b].nonzero().squeeze(1)
+        out[b, pos] = pos[neg[b]] + b * frames
+        out[b, ~mask[b]] = b * frames
+    return out
+
+
+def hf_logits(model, out, neg_flat: torch.Tensor) -> torch.Tensor:
+    """transformers' contrastive logits [K+1, B, T], recomputed exactly as its forward does."""
+    q = out.projected_quantized_states
+    batch, frames, dim = q.shape
+    negs = q.view(-1, dim)[neg_flat.view(-1)].view(batch, frames, -1, dim).permute(2, 0, 1, 3)
+    logits = model.compute_contrastive_logits(q[None], negs, out.projected_states,
+                                              model.config.contrastive_logits_temperature)
+    neg_is_pos = (q == negs).all(-1)
+    logits[1:][neg_is_pos] = float("-inf")
+    return logits
+
+
+@pytest.mark.parametrize("large", [False, True], ids=["base_layout", "large_layout"])
+def test_matches_transformers(large: bool) -> None:
+    torch.manual_seed(0)
+    cfg = small_config(large)
+    ours = Wav2Vec2ForPreTraining(cfg).eval()
+    theirs = hf_model_from(cfg).eval()
+    copy_weights(ours, theirs)
+
+    samples = torch.tensor([24000, 19000, 16000])
+    wave = torch.randn(3, int(samples.max())) * 0.3
+    for b, n in enumerate(samples):
+        wave[b, n:] = 0.0
+    attention = (torch.arange(wave.shape[1])[None] < samples[:, None]).long()
+    frames = torch.tensor([cfg.num_frames(int(n)) for n in samples])
+    num_frames = cfg.num_frames(wave.shape[1])
+    gen = torch.Generator().manual_seed(1)
+    mask = compute_span_mask((3, num_frames), 0.65, 4, frames, 2, True, gen)
+    m = int(mask.sum(1)[0])
+    neg = sample_negatives(m, 3, cfg.num_negatives, gen)
+    neg_flat = to_hf_negatives(neg, mask)
+
+    with torch.no_grad():
+        out = ours(wave, samples, mask=mask, negative_indices=neg)
+        ref_hidden = theirs.wav2vec2(wave, attention_mask=attention, mask_time_indices=mask).last_hidden_state
+        ref = theirs(wave, attention_mask=attention, mask_time_indices=mask, sampled_negative_indices=neg_flat)
+        ref_logits = hf_logits(theirs, ref, neg_flat)
+
+    valid = torch.arange(num_frames)[None] < frames[:, None]
+    torch.testing.assert_close(out.hidden[valid], ref_hidden[valid], atol=2e-5, rtol=1e-4)
+    # quantized targets (eval mode: argmax codes, deterministic) after project_q, at masked frames
+    torch.testing.assert_close(out.targets.reshape(-1, cfg.final_dim), ref.projected_quantized_states[mask],
+                               atol=2e-5, rtol=1e-4)
+    # logits [B, M, K+1] vs transformers' [K+1, B, T] at masked frames, -inf in the same places
+    ref_at_mask = ref_logits.permute(1, 2, 0)[mask].view(3, m, -1)
+    assert torch.equal(torch.isinf(out.logits), torch.isinf(ref_at_mask))
+    finite = torch.isfinite(ref_at_mask)
+    torch.testing.assert_close(out.logits[finite], ref_at_mask[finite], atol=1e-4, rtol=1e-4)
+    # transformers sums the contrastive loss over masked frames; lrasr averages it (fairseq)
+    torch.testing.assert_close(out.losses["contrastive"] * out.num_masked, ref.contrastive_loss,
+                               atol=1e-3, rtol=1e-5)
+
+    # diversity: transformers uses the softmax perplexity (what lrasr always uses) in training mode;
+    # with every dropout at 0 its train-mode perplexity does not depend on the Gumbel noise
+    theirs.train()
+    with torch.no_grad():
+        ref_train = theirs(wave, attention_mask=attention, mask_time_indices=mask,
+                           sampled_negative_indices=neg_flat)
+    torch.testing.assert_close(out.losses["diversity"] * out.num_masked, ref_train.diversity_loss,
+                               atol=1e-4, rtol=1e-5)
+    # code perplexity (hard argmax histogram) = transformers' eval-mode perplexity
+    torch.testing.assert_close(torch.tensor(out.metrics["code_perplexity"]), ref.codevector_perplexity,
+                               atol=1e-4, rtol=1e-5)
+    assert out.num_masked == int(mask.sum())
