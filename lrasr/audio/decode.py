@@ -144,34 +144,62 @@ def iter_blocks(path: str | Path, block_seconds: float = 60.0, sample_rate: int 
     margin = max(1, int(0.05 * rate) // period_in + 1) * period_in  # 50 ms of filter context
     try:
         with sf.SoundFile(str(path)) as handle:
-            total = handle.frames
-            for first in range(0, total, block):
-                lo = max(0, first - margin)
-                hi = min(total, first + block + margin)
-                handle.seek(lo)
-                data = _to_mono(handle.read(hi - lo, dtype="float32", always_2d=True))
-                out = resample(data, rate, sample_rate)
-                skip = (first - lo) // period_in * period_out
-                keep = (min(first + block, total) - first) * sample_rate // rate
-                yield out[skip: skip + keep]
+            yield from _iter_blocks_sequential(handle, block, margin, period_in, period_out, sample_rate)
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise AudioError(f"decoding failed ({_short(exc)})", path) from None
+
+
+def _iter_blocks_sequential(handle: sf.SoundFile, block: int, margin: int, period_in: int, period_out: int,
+                            sample_rate: int) -> Iterator[np.ndarray]:
+    """Read the file front to back once, keeping ``margin`` input samples of context around blocks.
+
+    No seeking: compressed formats (Opus, MP3) do not decode sample-exactly after a seek, and
+    re-decoding the margins would cost time.
+    """
+    rate = handle.samplerate
+    total = handle.frames
+    data = np.zeros(0, dtype=np.float32)  # input samples [data_lo, data_lo + data.size)
+    data_lo = 0
+    first = 0
+    while first < total:
+        hi = min(total, first + block + margin)
+        want = hi - (data_lo + data.size)
+        if want > 0:
+            chunk = _to_mono(handle.read(want, dtype="float32", always_2d=True))
+            data = np.concatenate([data, chunk])
+            if chunk.size < want:  # the header promised more than the file holds
+                total = data_lo + data.size
+                hi = total
+                if first >= total:
+                    break
+        lo = max(0, first - margin)
+        out = resample(data[lo - data_lo: hi - data_lo], rate, sample_rate)
+        skip = (first - lo) // period_in * period_out
+        keep = (min(first + block, total) - first) * sample_rate // rate
+        yield out[skip: skip + keep]
+        first += block
+        drop = max(0, first - margin) - data_lo
+        if drop > 0:
+            data, data_lo = data[drop:], data_lo + drop
 
 
 def _iter_blocks_torchcodec(path: Path, info: AudioInfo, block_seconds: float, sample_rate: int) -> Iterator[np.ndarray]:
     decoder = _torchcodec_decoder(path, sample_rate)
     start = 0.0
-    duration = info.duration
-    while start < duration:
-        end = min(duration, start + block_seconds)
+    # the header's duration is only an estimate for some containers (raw ADTS AAC): the block that
+    # reaches it reads on to the true end of the stream instead of stopping there
+    while True:
+        end = start + block_seconds
+        last = end >= info.duration - 1e-6
         try:
-            samples = decoder.get_samples_played_in_range(start, end)
+            samples = decoder.get_samples_played_in_range(start, None if last else end)
         except Exception as exc:
             raise AudioError(f"decoding failed at {start:.1f}s ({_short(exc)})", path) from None
         data = samples.data.mean(dim=0).numpy().astype(np.float32)
-        if data.size == 0:
+        if data.size:
+            yield data
+        if last or data.size == 0:
             break
-        yield data
         start = end
 
 
