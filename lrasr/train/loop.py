@@ -50,6 +50,8 @@ Optional task hooks (looked up with ``getattr``):
   the weights of the best evaluation in ``out_dir/checkpoints/best/`` (model.safetensors + best.json
   with step and metrics) and stops early after ``cfg.early_stopping`` evaluations without
   improvement (when that field exists and is set).
+- ``task.seed: int`` -- seeds the epoch plans (order, crops) and the per-update RNG (default 0).
+- ``task.name: str`` -- shown on the progress bar and the curves' title.
 - ``task.param_groups(model) -> list[dict]`` -- custom optimizer parameter groups (default: one group
   of all parameters; ``requires_grad=False`` parameters still get an optimizer slot so that
   unfreezing later works; a parameter whose grad is None is simply not updated by Adam).
@@ -68,6 +70,10 @@ What the loop does
   reduce by hand instead of wrapping in ``DistributedDataParallel`` because DDP cannot follow
   parameters that change ``requires_grad`` after wrapping (fine-tuning unfreezes the transformer) and
   needs extra flags for layerdrop; the arithmetic is the same as DDP's.
+- Before every update all RNGs (python, numpy, torch) are reseeded from (seed, update, rank), so
+  masks and distractors drawn by the model are reproducible after a resume.
+- The dataset is first restricted to what one device holds (``dataset.restrict(max_device_batch_seconds)``:
+  crops capped, longer utterances left out and counted).
 - Adam(W) with betas/eps/weight decay from cfg, LR schedule (``lrasr.train.schedule``), gradient
   clipping at ``cfg.clip_norm``, bf16 autocast (or fp16 + GradScaler) on CUDA, float32 on CPU.
 - A non-finite loss on any rank skips the update on all ranks and is counted; after
@@ -86,3 +92,338 @@ What the loop does
 best_metrics, best_path, stopped_early, nonfinite_skipped, checkpoint (latest checkpoint folder),
 audio_seconds (total seen) and history (logged rows).
 """
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from lrasr.errors import LrasrError
+from lrasr.report import warn
+from lrasr.train import checkpoint as ckpt
+from lrasr.train import distributed as D
+from lrasr.train.batching import Batch, accumulation_steps, iterate_groups, plan_epoch
+from lrasr.train.schedule import from_config
+
+# metrics shown on the progress line when present
+SHOW = ("loss", "accuracy", "code_perplexity", "grad_norm", "lr", "audio_seconds_per_second")
+
+
+class TrainingError(LrasrError):
+    """Training cannot go on (no data, repeated non-finite losses, ...); the message says why."""
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_metrics: dict[str, float] = field(default_factory=dict)
+    best_step: int | None = None
+    best_metrics: dict[str, float] = field(default_factory=dict)
+    best_path: Path | None = None
+    stopped_early: bool = False
+    nonfinite_skipped: int = 0
+    checkpoint: Path | None = None
+    audio_seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+    accumulation: int = 1
+    world_size: int = 1
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """fp32 on the CPU always; on CUDA ``auto`` means bf16 where supported, else fp16."""
+    if device.type != "cuda":
+        return "fp32"
+    if precision == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return precision
+
+
+def _autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _seed_update(seed: int, step: int, rank: int) -> None:
+    """Reseed every RNG before an update: masks and distractors are a function of (seed, step, rank),
+    so a resumed run draws exactly what the uninterrupted one did."""
+    value = (seed * 1_000_003 + step * 7919 + rank * 104_729) % (2**31 - 1)
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+
+
+class _Counters:
+    """Everything besides model/optimizer that a checkpoint restores."""
+
+    def __init__(self) -> None:
+        self.step = 0
+        self.epoch = 0
+        self.group = 0  # next group of ``epoch`` to train on
+        self.nonfinite_total = 0
+        self.nonfinite_in_row = 0
+        self.audio_seconds = 0.0
+        self.best_value: float | None = None
+        self.best_step: int | None = None
+        self.evals_without_improvement = 0
+
+    def state(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def load(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            if key in self.__dict__:
+                setattr(self, key, value)
+
+
+def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device | None = None,
+          resume: bool = True, max_steps: int | None = None) -> TrainResult:
+    """Train ``task.model`` on ``task.train_dataset`` by the protocol in this module's docstring."""
+    out_dir = Path(out_dir)
+    info = D.env_info()
+    device = D.resolve_device(device if device is not None else cfg.device, info.local_rank)
+    info = D.init_distributed(device)
+    total_steps = int(max_steps or cfg.max_steps)
+    seed = int(getattr(task, "seed", 0))
+    precision = resolve_precision(cfg.precision, device)
+    dataset = task.train_dataset
+    dataset.restrict(cfg.max_device_batch_seconds)
+    if len(dataset) == 0:
+        skipped = ", ".join(f"{n} {r}" for r, n in getattr(dataset, "skipped", {}).items()) or "none listed"
+        raise TrainingError(f"no training utterances (left out: {skipped})")
+    dataset.seed = seed
+
+    model: torch.nn.Module = task.model.to(device)
+    D.broadcast_model(model, info)
+    groups = task.param_groups(model) if hasattr(task, "param_groups") else [{"params": list(model.parameters())}]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps,
+                                  weight_decay=cfg.weight_decay)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    lr_mult: Callable[[int], float] = getattr(task, "lr_multiplier", None) or from_config(cfg, total_steps)
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    counters = _Counters()
+    if resume and (folder := ckpt.latest_checkpoint(out_dir)) is not None:
+        state = ckpt.load_checkpoint(folder, model, device)
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        ckpt.set_rng_state(state["rng"])
+        counters.load(state["counters"])
+        if hasattr(task, "load_state_dict") and state.get("task") is not None:
+            task.load_state_dict(state["task"])
+        if info.is_main:
+            warn(f"resuming from {folder} (update {counters.step}, epoch {counters.epoch})")
+
+    eval_every = getattr(cfg, "eval_every", None) if hasattr(task, "evaluate") else None
+    best_metric = getattr(task, "best_metric", None)
+    best_mode = getattr(task, "best_mode", "min")
+    patience = getattr(cfg, "early_stopping", None)
+    logger = None
+    if info.is_main:
+        from lrasr.train.logging import TrainLogger
+
+        logger = TrainLogger(out_dir, total_steps, counters.step, description=getattr(task, "name", "train"))
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    metric_sums: dict[str, list[float]] = {}  # key -> [sum of mean*sample_size, sum of sample_size]
+    window = {"loss": 0.0, "sample_size": 0.0, "seconds": 0.0, "time": 0.0, "grad_norm": 0.0, "updates": 0}
+    stopped_early = False
+    last_saved = counters.step if resume and counters.step > 0 else -1
+    last_row: dict[str, float] = {}
+
+    def save() -> Path | None:
+        nonlocal last_saved
+        last_saved = counters.step
+        if not info.is_main:
+            return None
+        state = {"optimizer": optimizer.state_dict(), "scheduler": {"step": counters.step, "base_lrs": base_lrs},
+                 "scaler": scaler.state_dict() if scaler is not None else {}, "rng": ckpt.rng_state(),
+                 "counters": counters.state(),
+                 "task": task.state_dict() if hasattr(task, "state_dict") else None}
+        return ckpt.save_checkpoint(out_dir, counters.step, model, state)
+
+    def evaluate() -> bool:
+        """Run the task's evaluation on rank 0, keep the best weights; True = stop early."""
+        stop = False
+        if info.is_main:
+            model.eval()
+            with torch.no_grad():
+                results = {k: float(v) for k, v in task.evaluate(model, counters.step).items()}
+            model.train()
+            assert logger is not None
+            logger.log(counters.step, results)
+            if best_metric is not None and best_metric in results:
+                value = results[best_metric]
+                better = counters.best_value is None or (value < counters.best_value if best_mode == "min"
+                                                         else value > counters.best_value)
+                if better:
+                    counters.best_value, counters.best_step = value, counters.step
+                    counters.evals_without_improvement = 0
+                    ckpt.save_best(out_dir, model, {"step": counters.step, "metric": best_metric, **results})
+                else:
+                    counters.evals_without_improvement += 1
+                    stop = patience is not None and counters.evals_without_improvement >= patience
+        stop = D.broadcast_flag(stop, info, device)
+        if info.active:  # everyone learns the best-tracking counters, so checkpoints agree
+            synced = D.gather_objects(counters.state() if info.is_main else None, info)[0]
+            counters.load(synced)  # type: ignore[arg-type]
+        return stop
+
+    model.train()
+    while counters.step < total_steps and not stopped_early:
+        plan = plan_epoch(dataset, counters.epoch, cfg.batch_seconds, cfg.max_device_batch_seconds,
+                          info.world_size, seed)
+        if len(plan) == 0:
+            raise TrainingError("the batch plan is empty: no utterance fits; check the manifests' durations")
+        for _, batches in iterate_groups(dataset, plan, info.rank, info.world_size, counters.group, cfg.num_workers):
+            if hasattr(task, "on_step"):
+                task.on_step(counters.step)
+            _seed_update(seed, counters.step, info.rank)
+            for g, base in zip(optimizer.param_groups, base_lrs):
+                g["lr"] = base * lr_mult(counters.step)
+            started = time.perf_counter()
+            outcome = _update(task, model, optimizer, scaler, params, batches, counters.step, precision, device,
+                              info, cfg.clip_norm)
+            counters.group += 1
+            window["time"] += time.perf_counter() - started
+            window["seconds"] += outcome["seconds"]
+            counters.audio_seconds += outcome["seconds"]
+            if outcome["skipped"]:
+                counters.nonfinite_total += 1
+                counters.nonfinite_in_row += 1
+                if counters.nonfinite_in_row >= cfg.max_nonfinite_in_row:
+                    if logger is not None:
+                        logger.close()
+                    raise TrainingError(
+                        f"the loss or gradient was NaN/inf in {counters.nonfinite_in_row} updates in a row "
+                        f"(update {counters.step}, {counters.nonfinite_total} skipped in all): training "
+                        "diverged. Lower the learning rate or raise warmup, use bf16 or fp32 instead of "
+                        "fp16, or look for silent/clipped audio in the manifest; then resume.")
+                continue
+            counters.nonfinite_in_row = 0
+            counters.step += 1
+            window["loss"] += outcome["loss_sum"]
+            window["sample_size"] += outcome["sample_size"]
+            window["grad_norm"] += outcome["grad_norm"]
+            window["updates"] += 1
+            for key, (s, w) in outcome["metrics"].items():
+                acc = metric_sums.setdefault(key, [0.0, 0.0])
+                acc[0] += s
+                acc[1] += w
+            final = counters.step >= total_steps
+            if counters.step % cfg.log_every == 0 or final:
+                last_row = _log_row(metric_sums, window, info, counters, optimizer)
+                if logger is not None:
+                    logger.log(counters.step, last_row, SHOW)
+                metric_sums = {}
+                window = {k: 0.0 for k in window}
+            elif logger is not None:
+                logger.advance(counters.step)
+            if eval_every and (counters.step % eval_every == 0 or final):
+                stopped_early = evaluate()
+            if counters.step % cfg.save_every == 0:
+                save()
+            if final or stopped_early:
+                break
+        else:
+            counters.epoch += 1
+            counters.group = 0
+    latest = save() if last_saved != counters.step else ckpt.latest_checkpoint(out_dir)
+    D.barrier(info)
+    history: list[dict[str, float]] = []
+    if logger is not None:
+        logger.close(getattr(task, "name", ""))
+        history = logger.rows
+    best_path = ckpt.checkpoints_dir(out_dir) / "best" if counters.best_step is not None else None
+    best_metrics: dict[str, float] = {}
+    if best_path is not None and (best_path / "best.json").is_file():
+        import json
+
+        best_metrics = {k: v for k, v in json.loads((best_path / "best.json").read_text()).items()
+                        if isinstance(v, (int, float))}
+    return TrainResult(steps=counters.step, final_metrics=last_row, best_step=counters.best_step,
+                       best_metrics=best_metrics, best_path=best_path, stopped_early=stopped_early,
+                       nonfinite_skipped=counters.nonfinite_total, checkpoint=latest,
+                       audio_seconds=counters.audio_seconds, history=history,
+                       accumulation=accumulation_steps(cfg.batch_seconds, cfg.max_device_batch_seconds,
+                                                       info.world_size),
+                       world_size=info.world_size)
+
+
+def _update(task: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any,
+            params: list[torch.nn.Parameter], batches: list[Batch], step: int, precision: str,
+            device: torch.device, info: D.DistInfo, clip_norm: float) -> dict[str, Any]:
+    """One optimizer update over this rank's micro-batches; every rank takes part in the reductions."""
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum, sample_size, seconds, nonfinite = 0.0, 0.0, 0.0, 0.0
+    metrics: dict[str, tuple[float, float]] = {}
+    for batch in batches:
+        if len(batch) == 0:
+            continue
+        seconds += batch.seconds
+        batch = batch.to(device)
+        with _autocast(precision, device):
+            loss, batch_metrics, size = task.compute_loss(model, batch, step)
+        size = float(size)
+        if not bool(torch.isfinite(loss.detach()).item()):
+            nonfinite = 1.0
+            break  # this update is skipped everywhere; no need to backpropagate the rest
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+        loss_sum += float(loss.detach())
+        sample_size += size
+        for key, value in batch_metrics.items():
+            s, w = metrics.get(key, (0.0, 0.0))
+            metrics[key] = (s + float(value) * size, w + size)
+    totals = D.all_reduce_sum(torch.tensor([loss_sum, sample_size, seconds, nonfinite], dtype=torch.float64,
+                                           device=device), info).tolist()
+    loss_sum, sample_size, seconds, nonfinite = totals
+    out: dict[str, Any] = {"seconds": seconds, "loss_sum": loss_sum, "sample_size": sample_size,
+                           "metrics": metrics, "grad_norm": 0.0, "skipped": False}
+    if nonfinite > 0 or sample_size <= 0:
+        optimizer.zero_grad(set_to_none=True)
+        out["skipped"] = nonfinite > 0
+        return out
+    D.reduce_gradients([p for p in params if p.requires_grad], info, 1.0 / sample_size)
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], clip_norm))
+    if scaler is not None:
+        scaler.step(optimizer)  # skips by itself when fp16 gradients overflowed; the scale adapts
+        scaler.update()
+    elif not math.isfinite(grad_norm):
+        optimizer.zero_grad(set_to_none=True)
+        out["skipped"] = True
+        return out
+    else:
+        optimizer.step()
+    out["grad_norm"] = grad_norm
+    return out
+
+
+def _log_row(metric_sums: dict[str, list[float]], window: dict[str, float], info: D.DistInfo,
+             counters: _Counters, optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """Means since the last log, combined over ranks (metrics weighted by sample size)."""
+    merged: dict[str, list[float]] = {}
+    for sums in D.gather_objects(metric_sums, info):
+        for key, (s, w) in sums.items():  # type: ignore[union-attr]
+            acc = merged.setdefault(key, [0.0, 0.0])
+            acc[0] += s
+            acc[1] += w
+    updates = max(1.0, window["updates"])
+    row = {"loss": window["loss"] / window["sample_size"] if window["sample_size"] else math.nan}
+    row.update({k: s / w for k, (s, w) in merged.items() if w > 0})
+    # window time is this rank's; seconds are already summed over ranks, so this is the job's rate
+    row["grad_norm"] = window["grad_norm"] / updates
+    row["lr"] = optimizer.param_groups[0]["lr"]
+    row["audio_seconds_per_second"] = window["seconds"] / window["time"] if window["time"] > 0 else math.nan
+    row["nonfinite_skipped"] = float(counters.nonfinite_total)
+    row["epoch"] = float(counters.epoch)
+    return row

@@ -1,0 +1,124 @@
+"""The shared training loop: DDP equivalence, SIGKILL + resume, NaN guard, checkpoints, evaluation hook."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from lrasr.train.checkpoint import latest_checkpoint
+from lrasr.train.logging import read_metrics_csv
+from lrasr.train.loop import TrainingError, train
+from test_train_support import RegressionTask, ddp_worker, flat_weights, make_manifest, small_cfg
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory) -> Path:
+    return make_manifest(tmp_path_factory.mktemp("audio"), count=12)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_processes_equal_one_process_on_the_combined_batch(manifest, tmp_path):
+    # max_device >= batch: one process takes each update as one micro-batch; two processes split it
+    cfg = small_cfg(max_steps=3, batch_seconds=4.0, max_device_batch_seconds=4.0, save_every=100)
+    task = RegressionTask(manifest, seed=0)
+    single = train(task, cfg, tmp_path / "one", resume=False)
+    result = tmp_path / "two.pt"
+    mp.spawn(ddp_worker, args=(2, _free_port(), str(manifest), str(tmp_path / "two"), cfg.model_dump_json(),
+                               str(result)), nprocs=2, join=True)
+    two = torch.load(result, weights_only=True)
+    assert two["steps"] == single.steps == 3
+    assert two["audio_seconds"] == pytest.approx(single.audio_seconds)
+    w1 = flat_weights(task.model)
+    assert not torch.equal(w1, flat_weights(RegressionTask(manifest, seed=0).model))  # it trained
+    torch.testing.assert_close(two["weights"], w1, rtol=1e-5, atol=1e-6)
+    # Adam hides a wrong gradient scale in the weights; the loss and the reduced gradient's norm do not
+    assert two["loss"] == pytest.approx([r["loss"] for r in single.history], rel=1e-5)
+    assert two["grad_norm"] == pytest.approx([r["grad_norm"] for r in single.history], rel=1e-4)
+
+
+def test_sigkill_then_resume_equals_uninterrupted_run(manifest, tmp_path):
+    script = HERE / "test_train_support.py"
+
+    def run(out: Path, kill: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(script), str(manifest), str(out), kill],
+                              capture_output=True, text=True, timeout=120)
+
+    full = run(tmp_path / "full", "none")
+    assert full.returncode == 0, full.stderr
+    killed = run(tmp_path / "killed", "5")  # killed with SIGKILL at the start of update 6 (after a save at 4)
+    assert killed.returncode == -9, killed.stderr
+    assert latest_checkpoint(tmp_path / "killed").name == "step_0000004"
+    assert not (tmp_path / "killed" / "final_weights.pt").exists()
+    resumed = run(tmp_path / "killed", "none")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "steps 8" in resumed.stdout
+    a = torch.load(tmp_path / "full" / "final_weights.pt", weights_only=True)
+    b = torch.load(tmp_path / "killed" / "final_weights.pt", weights_only=True)
+    assert torch.equal(a, b)
+    # the metrics file has each step once, as if never interrupted
+    assert [r["step"] for r in read_metrics_csv(tmp_path / "killed" / "metrics.csv")] == list(range(1, 9))
+
+
+def test_checkpoint_contents_load_with_weights_only(manifest, tmp_path):
+    task = RegressionTask(manifest)
+    result = train(task, small_cfg(max_steps=3, save_every=2), tmp_path, resume=False)
+    folder = result.checkpoint
+    assert folder is not None and folder.name == "step_0000003" and latest_checkpoint(tmp_path) == folder
+    state = torch.load(folder / "state.pt", weights_only=True)
+    assert {"optimizer", "scheduler", "scaler", "rng", "counters"} <= set(state)
+    assert state["counters"]["step"] == 3 and state["optimizer"]["state"]
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    assert (tmp_path / "tensorboard").is_dir()
+    rows = read_metrics_csv(tmp_path / "metrics.csv")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert {"loss", "mse", "grad_norm", "lr", "audio_seconds_per_second"} <= set(rows[0])
+    # resuming a finished run trains no further; asking for more steps continues from step 3
+    again = train(RegressionTask(manifest), small_cfg(max_steps=3), tmp_path, resume=True)
+    assert again.steps == 3
+    more = train(RegressionTask(manifest), small_cfg(max_steps=5, save_every=2), tmp_path, resume=True)
+    assert more.steps == 5 and [r["step"] for r in read_metrics_csv(tmp_path / "metrics.csv")] == [1, 2, 3, 4, 5]
+
+
+def test_nonfinite_losses_are_skipped_and_counted(manifest, tmp_path):
+    task = RegressionTask(manifest, nan_steps=(1,), nan_once=True)
+    result = train(task, small_cfg(max_steps=4, max_nonfinite_in_row=3), tmp_path, resume=False)
+    assert result.steps == 4 and result.nonfinite_skipped == 1
+    assert torch.isfinite(flat_weights(task.model)).all()
+    assert task.calls.count(1) == 2  # the NaN update was retried on the next group of data
+    assert result.final_metrics["nonfinite_skipped"] == 1
+
+
+def test_abort_after_too_many_nonfinite_in_a_row(manifest, tmp_path):
+    task = RegressionTask(manifest, nan_steps=(2,))
+    with pytest.raises(TrainingError, match="NaN/inf in 3 updates in a row"):
+        train(task, small_cfg(max_steps=6, max_nonfinite_in_row=3), tmp_path, resume=False)
+
+
+def test_evaluate_hook_keeps_best_and_stops_early(manifest, tmp_path):
+    from lrasr.recipe import FinetuneConfig
+
+    cfg = FinetuneConfig(max_steps=20, lr=1e-3, batch_seconds=4.0, max_device_batch_seconds=4.0, log_every=1,
+                         save_every=100, eval_every=2, early_stopping=2, device="cpu")
+    task = RegressionTask(manifest, eval_values=[0.9, 0.5, 0.7, 0.6, 0.1])
+    result = train(task, cfg, tmp_path, resume=False)
+    # evaluations at 2, 4 (best 0.5), 6, 8 -> two without improvement -> stop at 8
+    assert result.stopped_early and result.steps == 8
+    assert result.best_step == 4 and result.best_metrics["dev_err"] == 0.5
+    best = json.loads((tmp_path / "checkpoints" / "best" / "best.json").read_text())
+    assert best["step"] == 4 and (tmp_path / "checkpoints" / "best" / "model.safetensors").is_file()
+    rows = {r["step"]: r for r in read_metrics_csv(tmp_path / "metrics.csv")}
+    assert rows[4]["dev_err"] == 0.5 and "loss" in rows[4]

@@ -1,0 +1,139 @@
+"""Helpers for the training-loop tests: generated audio manifests and a small deterministic task.
+
+The task's model has no randomness (no masking, no dropout), so exact comparisons between runs
+(1 vs 2 processes, interrupted vs uninterrupted) test the loop and not the model. No tests here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from lrasr.data.manifest import write_manifest  # noqa: E402
+from lrasr.recipe import PretrainConfig  # noqa: E402
+from lrasr.train.batching import AudioDataset  # noqa: E402
+
+
+def make_manifest(folder: Path, count: int = 12, seed: int = 0, min_s: float = 0.3, max_s: float = 1.2) -> Path:
+    """``count`` WAV files of tones in noise with lengths between ``min_s`` and ``max_s`` seconds."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(count):
+        seconds = float(rng.uniform(min_s, max_s))
+        n = int(seconds * 16000)
+        t = np.arange(n) / 16000
+        wave = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 800) * t) * (1 + np.sin(2 * np.pi * 3 * t))
+        wave = (wave + 0.05 * rng.standard_normal(n)).astype(np.float32)
+        path = folder / f"utt{i:03d}.wav"
+        sf.write(path, wave, 16000)
+        rows.append({"id": f"utt{i:03d}", "audio": path.name, "duration": n / 16000})
+    return write_manifest(rows, folder / "manifest.tsv")
+
+
+class FrameRegressor(torch.nn.Module):
+    """Predicts each 20 ms frame's log energy from a strided convolution of the waveform."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv1d(1, 8, kernel_size=400, stride=320)
+        self.head = torch.nn.Linear(8, 1)
+
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:  # [B, T] -> [B, F]
+        return self.head(torch.tanh(self.conv(waves.unsqueeze(1))).transpose(1, 2)).squeeze(-1)
+
+
+class RegressionTask:
+    """Loss = sum over valid frames of squared error; sample size = number of valid frames."""
+
+    name = "regress"
+
+    def __init__(self, manifest: Path, crop: tuple[float, float] | None = None, seed: int = 0,
+                 nan_steps: tuple[int, ...] = (), nan_once: bool = False, kill_at_step: int | None = None, eval_values: list[float] | None = None):
+        torch.manual_seed(seed)
+        self.model = FrameRegressor()
+        self.train_dataset = AudioDataset([manifest], *(crop or (None, None)))
+        self.seed = seed
+        self.nan_steps = set(nan_steps)
+        self.nan_once = nan_once
+        self.kill_at_step = kill_at_step
+        self.calls: list[int] = []
+        if eval_values is not None:
+            self.eval_values = list(eval_values)
+            self.evaluate = self._evaluate
+            self.best_metric, self.best_mode = "dev_err", "min"
+
+    def on_step(self, step: int) -> None:
+        if self.kill_at_step is not None and step == self.kill_at_step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def compute_loss(self, model, batch, step):
+        self.calls.append(step)
+        pred = model(batch.waveforms)
+        frames = torch.div(batch.lengths - 400, 320, rounding_mode="floor") + 1
+        valid = torch.arange(pred.shape[1], device=pred.device)[None, :] < frames[:, None]
+        chunks = batch.waveforms[:, : pred.shape[1] * 320].reshape(len(batch), pred.shape[1], 320)
+        target = torch.log(chunks.pow(2).mean(-1) + 1e-4)
+        err = (pred - target).pow(2) * valid
+        loss = err.sum()
+        if step in self.nan_steps:
+            loss = loss * float("nan")
+            if self.nan_once:
+                self.nan_steps.discard(step)
+        size = int(valid.sum())
+        return loss, {"mse": float(loss.detach()) / max(1, size)}, size
+
+    def _evaluate(self, model, step):
+        return {"dev_err": self.eval_values.pop(0) if self.eval_values else 1.0}
+
+
+def small_cfg(**overrides) -> PretrainConfig:
+    base = dict(max_steps=6, lr=1e-2, batch_seconds=4.0, max_device_batch_seconds=4.0, log_every=1,
+                save_every=2, warmup_steps=2, weight_decay=0.01, device="cpu")
+    base.update(overrides)
+    return PretrainConfig(**base)
+
+
+def flat_weights(model: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.state_dict().values()])
+
+
+def ddp_worker(rank: int, world: int, port: int, manifest: str, out_dir: str, cfg_json: str, result_path: str) -> None:
+    """One rank of a gloo run (torch.multiprocessing.spawn target)."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from lrasr.train.distributed import shutdown_distributed
+    from lrasr.train.loop import train
+
+    # rank 1 starts from different random weights: the loop must broadcast rank 0's
+    task = RegressionTask(Path(manifest), seed=rank)
+    task.seed = 0
+    result = train(task, PretrainConfig.model_validate_json(cfg_json), out_dir, device="cpu", resume=False)
+    if rank == 0:
+        torch.save({"weights": flat_weights(task.model), "steps": result.steps,
+                    "audio_seconds": result.audio_seconds,
+                    "loss": [r["loss"] for r in result.history], "grad_norm": [r["grad_norm"] for r in result.history]},
+                   result_path)
+    shutdown_distributed()
+
+
+if __name__ == "__main__":  # used by the SIGKILL test: python test_train_support.py MANIFEST OUT KILL_AT
+    torch.set_num_threads(1)
+    from lrasr.train.loop import train
+
+    manifest, out, kill = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+    task = RegressionTask(manifest, crop=(0.3, 0.8), kill_at_step=int(kill) if kill != "none" else None)
+    res = train(task, small_cfg(max_steps=8, batch_seconds=2.0, max_device_batch_seconds=1.0), out, resume=True)
+    torch.save(flat_weights(task.model), Path(out) / "final_weights.pt")
+    print("steps", res.steps)
