@@ -51,6 +51,10 @@ class LabeledCorpus(Section):
     labels: Literal["wrd", "ltr"] = "wrd"
     # when set, every item of this corpus goes to this split (corpus-defined splits)
     assign_split: Literal["train", "dev", "test"] | None = None
+    # tsv/csv: utterance id column (absent: the audio path without extension)
+    id_column: str = "id"
+    # optional speaker table (TSV: speaker id first column, a `gender` column); relative to the corpus folder
+    speakers: Path | None = None
 
 
 class TextCorpus(Section):
@@ -163,6 +167,8 @@ class FinetuneConfig(TrainCommon):
     model: str | dict[str, Any] = "tiny"
     # "pretrain" (the recipe's own pretrain output), a transformers folder, a fairseq .pt, or none
     init_from: str | None = None
+    # a checkpoint whose CTC head does not fit the tokenizer is an error unless this trains a new head
+    reinit_head: bool = False
     lr: float = Field(5e-5, gt=0)
     adam_eps: float = 1e-8
     weight_decay: float = Field(0.0, ge=0)

@@ -1,0 +1,120 @@
+"""Labeled-corpus ingest: any supported layout -> a list of :class:`Item` plus rejected rows.
+
+Each format reader (``lrasr.data.ingest_formats``) reads its index files line by line, so a broken
+row becomes a rejected row naming the file and line, and a broken *file* (a missing required column,
+label and manifest files of different lengths) raises one ``LrasrError`` naming it. Every input row
+ends up either as an item or as a rejected row: ``len(items) + len(rejects) == input rows``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from lrasr.data.manifest import RejectLog
+from lrasr.errors import LrasrError
+from lrasr.recipe import LabeledCorpus
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".mp4", ".webm", ".aac", ".aiff", ".aif")
+
+
+@dataclass
+class Item:
+    """One labeled utterance as found in a corpus, before any checks."""
+
+    id: str
+    audio: Path  # absolute
+    text: str  # raw transcript as written in the corpus
+    source: str  # the index/transcript file the item came from
+    line: int | None = None  # 1-based line in ``source``
+    start: float | None = None  # seconds, when the utterance is a segment of a longer recording
+    end: float | None = None
+    speaker: str | None = None
+    gender: str | None = None  # "male", "female", "other" or None
+    duration: float | None = None  # declared by the corpus, in seconds
+    samples: int | None = None  # declared length in samples of the file's own rate (fairseq)
+    split: str | None = None  # corpus-defined split (LabeledCorpus.assign_split)
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def normalize_gender(value: str | None) -> str | None:
+    """Map the spellings corpora use (M, Male, male_masculine, F, ...) to male/female/other/None."""
+    if value is None:
+        return None
+    v = value.strip().lower()
+    if not v or v in ("na", "n/a", "none", "default", "unknown", "-", "?"):
+        return None
+    if v in ("m", "male") or v.startswith("male"):
+        return "male"
+    if v in ("f", "female") or v.startswith("female"):
+        return "female"
+    return "other"
+
+
+def split_lines(path: Path) -> list[tuple[int, str | None, str]]:
+    """Every line of a text file as (1-based number, text or None when not UTF-8, why not).
+
+    Keeps blank lines (label files align line by line with their manifest). Strips ``\r`` and a
+    UTF-8 byte-order mark. Raises ``LrasrError`` naming the file when it cannot be read.
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise LrasrError(f"cannot read ({exc.strerror})", path) from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    chunks = data.split(b"\n")
+    if chunks and chunks[-1] == b"":
+        chunks.pop()
+    out: list[tuple[int, str | None, str]] = []
+    for number, raw in enumerate(chunks, start=1):
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        try:
+            out.append((number, raw.decode("utf-8"), ""))
+        except UnicodeDecodeError as exc:
+            out.append((number, None, f"undecodable text: bytes not UTF-8 at byte {exc.start} of the line"))
+    return out
+
+
+def read_lines(path: Path, rejects: RejectLog) -> Iterator[tuple[int, str]]:
+    """(line number, text) of each non-blank UTF-8 line; a line that is not UTF-8 is rejected instead."""
+    for number, text, why in split_lines(path):
+        if text is None:
+            rejects.add(path, why, line=number)
+        elif text.strip():
+            yield number, text
+
+
+def path_id(audio: Path, base: Path) -> str:
+    """An utterance id from an audio path: relative to ``base`` without extension, else the stem."""
+    try:
+        return audio.relative_to(base).with_suffix("").as_posix()
+    except ValueError:
+        return audio.stem
+
+
+def resolve_audio(value: str, base: Path) -> Path:
+    """An audio path from an index file: absolute as given, else relative to ``base``."""
+    p = Path(value.strip()).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def ingest_corpus(corpus: LabeledCorpus) -> tuple[list[Item], RejectLog]:
+    """Read one labeled corpus of any supported format. Raises ``LrasrError`` for a broken index file."""
+    from lrasr.data import ingest_formats as formats
+
+    readers = {
+        "tsv": formats.read_table, "csv": formats.read_table, "kaldi": formats.read_kaldi,
+        "commonvoice": formats.read_commonvoice, "fairseq": formats.read_fairseq, "nemo": formats.read_nemo,
+        "folder": formats.read_folder,
+    }
+    if not corpus.path.exists():
+        raise LrasrError(f"labeled corpus ({corpus.format}) not found", corpus.path)
+    rejects = RejectLog()
+    items = readers[corpus.format](corpus, rejects)
+    if corpus.assign_split:
+        for item in items:
+            item.split = corpus.assign_split
+    return items, rejects

@@ -1,0 +1,118 @@
+"""Audio checks for labeled items: exists, decodes, agrees with its declared length, fits the limits.
+
+Items are referenced in place (``prepare.labeled_audio: reference``: only the header is probed) or
+re-written as 16 kHz mono FLAC (``flac``: fully decoded and resampled). Segments of longer recordings
+(Kaldi ``segments``, NeMo ``offset``) are always cut to FLAC, because split manifests list whole files.
+An existing FLAC from an earlier run is reused (its name hashes the source path and times), so a
+re-run only does the work that is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from lrasr.audio.decode import SAMPLE_RATE, AudioError, load, probe, save_flac
+from lrasr.recipe import FilterConfig
+
+
+@dataclass(frozen=True)
+class AudioJob:
+    audio: str
+    start: float | None
+    end: float | None
+    duration: float | None  # declared seconds
+    samples: int | None  # declared samples at the file's own rate
+    flac_out: str | None  # where to write the 16 kHz FLAC, or None to reference the file
+    min_seconds: float
+    max_seconds: float
+    tolerance: float
+
+
+@dataclass(frozen=True)
+class AudioResult:
+    ok: bool
+    duration: float = 0.0  # seconds of the utterance as kept
+    audio: str = ""  # the file the manifest should point to
+    reason: str = ""
+
+
+def flac_name(item_id: str, audio: Path, start: float | None, end: float | None) -> str:
+    """A file name for the re-written item: readable id + a hash of where the audio came from."""
+    safe = re.sub(r"[^\w.-]", "_", item_id)[:120] or "utt"
+    digest = hashlib.sha1(f"{audio}|{start}|{end}".encode("utf-8")).hexdigest()[:10]
+    return f"{safe}-{digest}.flac"
+
+
+def _message(exc: AudioError) -> str:
+    text = str(exc)
+    prefix = f"{exc.path}: "
+    return text[len(prefix):] if exc.path is not None and text.startswith(prefix) else text
+
+
+def check_audio(job: AudioJob) -> AudioResult:
+    """Probe (and for FLAC output decode) one item's audio; a failed check gives a named reason."""
+    path = Path(job.audio)
+    if not path.exists():
+        return AudioResult(False, reason=f"missing audio: {path} not found")
+    try:
+        info = probe(path)
+    except AudioError as exc:
+        return AudioResult(False, reason=f"undecodable audio: {path}: {_message(exc)}")
+    if info.num_frames <= 0:
+        return AudioResult(False, reason=f"undecodable audio: {path}: no samples")
+    file_seconds = info.duration
+    if job.samples is not None and abs(info.num_frames - job.samples) / info.sample_rate > job.tolerance:
+        return AudioResult(False, reason=f"duration mismatch: declared {job.samples} samples, audio has "
+                                         f"{info.num_frames} at {info.sample_rate} Hz")
+    seconds = file_seconds
+    if job.start is not None:
+        end = file_seconds if job.end is None else job.end
+        if job.start >= file_seconds or end > file_seconds + job.tolerance:
+            return AudioResult(False, reason=f"bad segment: {job.start:.2f}-{end:.2f} s lies beyond the end of "
+                                             f"{path} ({file_seconds:.2f} s)")
+        seconds = min(end, file_seconds) - job.start
+    if job.duration is not None and abs(job.duration - seconds) > job.tolerance:
+        return AudioResult(False, reason=f"duration mismatch: declared {job.duration:.2f} s, audio {seconds:.2f} s")
+    if seconds < job.min_seconds:
+        return AudioResult(False, reason=f"too short: {seconds:.2f} s < filters.min_seconds {job.min_seconds}")
+    if seconds > job.max_seconds:
+        return AudioResult(False, reason=f"too long: {seconds:.2f} s > filters.max_seconds {job.max_seconds}")
+    if job.flac_out is None:
+        return AudioResult(True, seconds, str(path))
+    out = Path(job.flac_out)
+    if out.is_file():
+        try:
+            return AudioResult(True, probe(out).duration, str(out))  # written by an earlier run
+        except AudioError:
+            pass  # unreadable leftover: write it again
+    try:
+        wave = load(path, SAMPLE_RATE, start=job.start or 0.0, end=job.end)
+    except AudioError as exc:
+        return AudioResult(False, reason=f"undecodable audio: {path}: {_message(exc)}")
+    if wave.size == 0:
+        return AudioResult(False, reason=f"undecodable audio: {path}: decoded to no samples")
+    save_flac(out, wave, SAMPLE_RATE)
+    return AudioResult(True, wave.size / SAMPLE_RATE, str(out))
+
+
+def make_job(audio: Path, start: float | None, end: float | None, duration: float | None, samples: int | None,
+             flac_out: Path | None, filters: FilterConfig) -> AudioJob:
+    return AudioJob(str(audio), start, end, duration, samples, None if flac_out is None else str(flac_out),
+                    filters.min_seconds, filters.max_seconds, filters.duration_tolerance)
+
+
+def check_all(jobs: Iterable[AudioJob], workers: int = 1) -> Iterator[AudioResult]:
+    """Results in job order; ``workers > 1`` probes/decodes in a pool of spawned processes
+    (spawned, not forked: the parent may already run torch threads, which fork would copy mid-use)."""
+    jobs = list(jobs)
+    if workers <= 1 or len(jobs) < 2:
+        yield from map(check_audio, jobs)
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+        yield from pool.map(check_audio, jobs, chunksize=max(1, min(64, len(jobs) // (workers * 4))))

@@ -1,0 +1,182 @@
+"""Labeled half of `prepare`: ingest corpora, normalize text, check audio, split, train the tokenizer.
+
+Writes ``<workdir>/prepare/{train,dev,test}/manifest.tsv`` (id, audio relative to the manifest folder,
+duration, text, raw_text, speaker, source, line, and gender where known), ``<workdir>/prepare/tokenizer/``
+and, with ``prepare.labeled_audio: flac`` or segmented corpora, ``<workdir>/prepare/labeled_audio/``.
+Returns a JSON-able summary and the rejected rows; ``run_prepare`` merges those into rejected.tsv.
+Every input row is either kept or rejected with a reason: the summary's ``input_rows`` equals
+``utterances + rejected``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lrasr.data.ingest import Item, ingest_corpus, read_lines
+from lrasr.data.ingest_audio import check_all, flac_name, make_job
+from lrasr.data.manifest import RejectLog, relative_audio, write_manifest
+from lrasr.data.splits import SPLITS, SplitInput, assign_splits, split_stats
+from lrasr.report import progress
+from lrasr.text.normalize import Normalizer, describe_char
+from lrasr.text.tokenizer import train_tokenizer
+
+TOP_CHARS = 20
+TEXT_CORPUS_MAX_LINES = 2_000_000  # enough for a tokenizer; sentencepiece would sample anyway
+COLUMNS = ["id", "audio", "duration", "text", "raw_text", "speaker", "source", "line", "gender"]
+
+
+def _unique(items: list[Item], rejects: RejectLog) -> list[Item]:
+    seen: dict[str, str] = {}
+    out = []
+    for it in items:
+        where = f"{it.source}:{it.line}" if it.line else it.source
+        if it.id in seen:
+            rejects.add(it.source, f"duplicate id: {it.id} already at {seen[it.id]}", line=it.line, id=it.id)
+            continue
+        seen[it.id] = where
+        out.append(it)
+    return out
+
+
+def _normalize(items: list[Item], normalizer: Normalizer, rejects: RejectLog,
+               bad_chars: Counter[str]) -> list[tuple[Item, str]]:
+    out = []
+    for it in items:
+        if not it.text.strip():
+            rejects.add(it.source, "empty text", line=it.line, id=it.id)
+            continue
+        norm, bad = normalizer.check(it.text)
+        if bad:
+            bad_chars.update(ch for ch in norm if ch in bad)
+            named = ", ".join(describe_char(ch) for ch in sorted(bad))
+            rejects.add(it.source, f"characters outside whitelist: {named}", line=it.line, id=it.id)
+        elif not norm:
+            rejects.add(it.source, "empty text after normalization", line=it.line, id=it.id)
+        else:
+            out.append((it, norm))
+    return out
+
+
+def _check_audio(recipe, texted: list[tuple[Item, str]], jobs: int, rejects: RejectLog) -> list[dict[str, Any]]:
+    flac_dir = recipe.workdir / "prepare" / "labeled_audio"
+    to_flac = recipe.prepare.labeled_audio == "flac"
+    work = [make_job(it.audio, it.start, it.end, it.duration, it.samples,
+                     flac_dir / flac_name(it.id, it.audio, it.start, it.end)
+                     if (to_flac or it.start is not None) else None, recipe.prepare.filters)
+            for it, _ in texted]
+    kept = []
+    with progress() as bar:
+        task = bar.add_task("labeled audio", total=len(work), info="")
+        for (it, norm), res in zip(texted, check_all(work, jobs)):
+            bar.advance(task)
+            if not res.ok:
+                rejects.add(it.source, res.reason, line=it.line, id=it.id)
+                continue
+            kept.append({"id": it.id, "audio_path": res.audio, "duration": round(res.duration, 3), "text": norm,
+                         "raw_text": it.text, "speaker": it.speaker or "", "source": it.source,
+                         "line": it.line, "gender": it.gender or "", "split": it.split})
+    return kept
+
+
+def _text_corpus_lines(recipe, normalizer: Normalizer) -> list[str]:
+    lines: list[str] = []
+    for corpus in recipe.corpora.text:
+        files = sorted(corpus.path.rglob("*.txt")) if corpus.path.is_dir() else [corpus.path]
+        for path in files:
+            for _, text in read_lines(path, RejectLog()):  # LM text: a bad line only loses itself
+                norm, bad = normalizer.check(text)
+                if norm and not bad:
+                    lines.append(norm)
+                if len(lines) >= TEXT_CORPUS_MAX_LINES:
+                    return lines
+    return lines
+
+
+def _manifest_audio(audio: Path, folder: Path, workdir: Path) -> str:
+    """Relative to the manifest folder for files inside the workdir (they move with it); absolute for
+    corpora referenced in place, so a long ``../../..`` chain does not break when the workdir moves."""
+    try:
+        audio.resolve().relative_to(workdir.resolve())
+    except ValueError:
+        return str(audio.resolve())
+    return relative_audio(audio, folder)
+
+
+def _write_manifests(out: Path, rows: dict[str, list[dict[str, Any]]]) -> None:
+    for split in SPLITS:
+        folder = out / split
+        folder.mkdir(parents=True, exist_ok=True)
+        records = []
+        for r in rows.get(split, []):
+            rec = {k: r[k] for k in COLUMNS if k != "audio"}
+            rec["audio"] = _manifest_audio(Path(r["audio_path"]), folder, out.parent)
+            records.append(rec)
+        frame = pd.DataFrame(records, columns=COLUMNS)
+        if not frame["gender"].astype(str).str.len().any():
+            frame = frame.drop(columns=["gender"])  # no corpus said: leave the column out
+        write_manifest(frame, folder / "manifest.tsv")
+
+
+def prepare_labeled(recipe, jobs: int = 1) -> tuple[dict[str, Any], RejectLog]:
+    """Ingest every ``corpora.labeled`` entry into split manifests and a tokenizer (see module doc)."""
+    out = recipe.workdir / "prepare"
+    out.mkdir(parents=True, exist_ok=True)
+    rejects = RejectLog()
+    items: list[Item] = []
+    for corpus in recipe.corpora.labeled:
+        found, bad = ingest_corpus(corpus)
+        items.extend(found)
+        rejects.rows.extend(bad.rows)
+    input_rows = len(items) + len(rejects)
+    normalizer = Normalizer(recipe.language, recipe.prepare.text)
+    bad_chars: Counter[str] = Counter()
+    texted = _normalize(_unique(items, rejects), normalizer, rejects, bad_chars)
+    kept = _check_audio(recipe, texted, max(1, int(jobs or 1)), rejects)
+
+    placed, left_out = assign_splits(
+        [SplitInput(r["id"], r["duration"], r["speaker"] or None, r["split"]) for r in kept],
+        recipe.prepare.split, recipe.seed)
+    by_id = {r["id"]: r for r in kept}
+    for uid in left_out:
+        r = by_id[uid]
+        rejects.add(r["source"], "not in any split list (prepare.split.lists names a train list)", line=r["line"], id=uid)
+    rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
+    for r in kept:
+        if r["id"] in placed:
+            rows[placed[r["id"]]].append(r)
+    _write_manifests(out, rows)
+
+    summary: dict[str, Any] = {
+        "corpora": len(recipe.corpora.labeled),
+        "input_rows": input_rows,
+        "utterances": sum(len(v) for v in rows.values()),
+        "rejected": len(rejects),
+        "hours": round(sum(r["duration"] for v in rows.values() for r in v) / 3600.0, 4),
+        "audio": recipe.prepare.labeled_audio,
+        "rejected_by_reason": rejects.counts(),
+        "top_rejected_chars": [f"{describe_char(ch)} x{n}" for ch, n in bad_chars.most_common(TOP_CHARS)],
+    }
+    stats = split_stats(rows)
+    for split in SPLITS:
+        for key, value in stats[split].items():
+            summary[f"{split}_{key}"] = value
+    summary["speakers_in_two_splits"] = stats["shared_speakers"]
+    summary.update(_tokenizer(recipe, normalizer, rows, out / "tokenizer"))
+    return summary, rejects
+
+
+def _tokenizer(recipe, normalizer: Normalizer, rows: dict[str, list[dict[str, Any]]], folder: Path) -> dict[str, Any]:
+    train_texts = [r["text"] for r in rows["train"]]
+    if not train_texts:
+        return {"tokenizer": "not trained: the train split is empty"}
+    cfg = recipe.prepare.tokenizer
+    extra = _text_corpus_lines(recipe, normalizer) if cfg.use_text_corpus else []
+    tok = train_tokenizer(train_texts + extra, cfg, folder)
+    unknown = sum(1 for split in ("dev", "test") for r in rows[split] if tok.unk_id in tok.encode(r["text"]))
+    return {"tokenizer": f"{cfg.type} ({len(tok.labels)} labels) in {folder}",
+            "tokenizer_text_corpus_lines": len(extra),
+            "dev_test_utterances_with_unknown_tokens": unknown}
