@@ -7,7 +7,11 @@ from typing import List, Optional
 
 import typer
 
-from lrasr.cli.app import app, not_implemented, user_errors
+from lrasr.cli.app import RecipeArg, WorkdirOpt, app, load, user_errors
+
+lm_app = typer.Typer(help="KenLM language models: build from text, tune alpha/beta on the dev split.",
+                     no_args_is_help=True)
+app.add_typer(lm_app, name="lm")
 
 
 @app.command()
@@ -16,6 +20,84 @@ def transcribe(
     inputs: List[Path] = typer.Argument(..., help="Audio files, folders or a manifest."),
     model: Path = typer.Option(..., "--model", "-m", help="Fine-tuned model folder."),
     lm: Optional[Path] = typer.Option(None, "--lm", help="LM folder from `lrasr lm build` (beam search)."),
+    format: str = typer.Option("txt", "--format", "-f", help="txt, jsonl, tsv, srt or vtt."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                          help="Output file (a folder for srt/vtt of several inputs); default stdout."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda when available)."),
+    decoder: Optional[str] = typer.Option(None, help="greedy or beam (default: beam with --lm, else greedy)."),
+    beam_width: Optional[int] = typer.Option(None, help="Beam width (default 50)."),
+    alpha: Optional[float] = typer.Option(None, help="LM weight (default: the LM's tuned.json, else 0.5)."),
+    beta: Optional[float] = typer.Option(None, help="Word insertion bonus (default: tuned.json, else 1.0)."),
+    hotword: List[str] = typer.Option([], "--hotword", help="A word or phrase to favour (repeatable)."),
+    hotword_weight: Optional[float] = typer.Option(None, help="Score bonus for hotwords (default 10)."),
+    chunk_seconds: Optional[float] = typer.Option(None, help="Longest chunk given to the model (default 20)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Beam-search processes (default: CPU count)."),
 ) -> None:
     """Transcribe audio of any length: greedy or KenLM beam search."""
-    not_implemented("transcribe")
+    from lrasr.decode.formats import FORMATS
+    from lrasr.decode.output import tuned_params, write_results
+    from lrasr.decode.transcribe import transcribe_files
+    from lrasr.errors import LrasrError
+    from lrasr.report import console, err_console, summary_table
+
+    if format not in FORMATS:
+        raise LrasrError(f"--format {format}: choose one of {', '.join(FORMATS)}")
+    decoder = decoder or ("beam" if lm is not None else "greedy")
+    if decoder not in ("greedy", "beam"):
+        raise LrasrError(f"--decoder {decoder}: choose greedy or beam")
+    if lm is not None and (alpha is None or beta is None):
+        tuned = tuned_params(lm)
+        alpha = tuned.get("alpha") if alpha is None else alpha
+        beta = tuned.get("beta") if beta is None else beta
+    results, stats = transcribe_files(
+        inputs, model, lm, decoder=decoder, device=device, processes=jobs, beam_width=beam_width, alpha=alpha,
+        beta=beta, hotwords=list(hotword) or None, hotword_weight=hotword_weight, chunk_seconds=chunk_seconds)
+    written = write_results(results, format, output, stdout=console)
+    rows = [("files", stats.files), ("unreadable or silent", stats.failed),
+            ("audio (min)", stats.audio_seconds / 60), ("time (s)", stats.wall_seconds),
+            ("real-time factor", stats.rtf), ("decoder", decoder + (" + LM" if lm else ""))]
+    if written:
+        rows.append(("output", ", ".join(str(p) for p in written[:3]) + (" ..." if len(written) > 3 else "")))
+    err_console.print(summary_table("transcribe", rows))
+
+
+@lm_app.command("build")
+@user_errors
+def lm_build(
+    text: List[Path] = typer.Argument(..., help="UTF-8 text files, one sentence a line."),
+    output: Path = typer.Option(..., "--output", "-o", help="LM folder to write."),
+    order: int = typer.Option(3, "--order", "-n", help="n-gram order."),
+    language: Optional[str] = typer.Option(None, help="Language code: normalize the text as the acoustic data."),
+    prune: Optional[List[int]] = typer.Option(None, "--prune", help="lmplz count thresholds per order, e.g. 0 0 1."),
+    memory: str = typer.Option("10%", help="lmplz sorting memory (e.g. 10%, 1G)."),
+) -> None:
+    """Build a KenLM model (ARPA, binary trie, unigram list) from text."""
+    from lrasr.decode.lm import build_lm, read_text_files
+    from lrasr.report import err_console, summary_table
+
+    normalizer = None
+    if language:
+        from lrasr.recipe import TextConfig
+        from lrasr.text.normalize import Normalizer
+
+        normalizer = Normalizer(language.lower(), TextConfig())
+    result = build_lm(read_text_files(text), output, order=order, prune=prune or None, memory=memory,
+                      normalizer=normalizer, language=language, sources=[str(t) for t in text])
+    err_console.print(summary_table("lm build", list(result.summary().items())))
+
+
+@lm_app.command("tune")
+@user_errors
+def lm_tune(
+    recipe: Path = RecipeArg,
+    workdir: Optional[Path] = WorkdirOpt,
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda when available)."),
+) -> None:
+    """Grid-search alpha/beta on the dev split (acoustic model runs once); writes <workdir>/lm/tuned.json."""
+    from lrasr.decode.tune import tune_recipe
+    from lrasr.report import err_console, summary_table
+
+    rec = load(recipe, workdir, check_paths=False)
+    result = tune_recipe(rec, device=device)
+    err_console.print(summary_table("dev split: greedy vs LM", result.table_rows(),
+                                    columns=("decoder", "alpha", "beta", "WER", "CER")))

@@ -1,0 +1,101 @@
+"""Batched acoustic inference: waveforms -> CTC log-probabilities, length-sorted, bf16 on CUDA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from lrasr.audio.decode import SAMPLE_RATE
+from lrasr.errors import LrasrError
+
+MIN_SAMPLES = 400
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """``None``/``"auto"`` -> CUDA when available, else CPU; a CUDA request without CUDA is an error."""
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LrasrError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    return dev
+
+
+def load_model(model_dir: str | Path, device: torch.device):
+    """Load a fine-tuned CTC model folder -> (model in eval mode, tokenizer); clear errors for bad folders."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise LrasrError("model folder not found; give the folder written by `lrasr finetune` "
+                         "(<workdir>/finetune/model)", model_dir)
+    if not (model_dir / "config.json").is_file():
+        raise LrasrError("not a model folder (no config.json)", model_dir)
+    from lrasr.model.io import load_ctc_model
+
+    try:
+        model, tokenizer = load_ctc_model(model_dir, device=str(device))
+    except LrasrError:
+        raise
+    except (FileNotFoundError, KeyError, ValueError) as exc:
+        raise LrasrError(f"cannot load the CTC model ({exc})", model_dir) from None
+    if tokenizer is None:
+        raise LrasrError("the model folder has no tokenizer files, so its outputs cannot be turned into text; "
+                         "copy <workdir>/prepare/tokenizer/* into it or re-save it with `lrasr finetune`", model_dir)
+    model.eval()
+    return model, tokenizer
+
+
+def batches_by_seconds(lengths: Sequence[int], batch_seconds: float) -> list[list[int]]:
+    """Indices grouped so that (longest item x batch size) stays within ``batch_seconds`` of audio,
+    longest first (padding is small when neighbours have similar lengths)."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    limit = batch_seconds * SAMPLE_RATE
+    out: list[list[int]] = []
+    for i in order:
+        if out and lengths[out[-1][0]] * (len(out[-1]) + 1) <= limit:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+class AcousticModel:
+    """A CTC model plus its tokenizer; ``log_probs(waves)`` runs it in length-sorted batches."""
+
+    def __init__(self, model_dir: str | Path, device: str | None = None, batch_seconds: float = 120.0):
+        self.device = resolve_device(device)
+        self.model, self.tokenizer = load_model(model_dir, self.device)
+        self.batch_seconds = batch_seconds
+        self.model_dir = Path(model_dir)
+        # models imported from checkpoints trained on standardized input say so in their config
+        self.normalize = bool(getattr(getattr(self.model, "cfg", None), "normalize_waveform", False))
+
+    @torch.inference_mode()
+    def log_probs(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """[T_i] float32 16 kHz waves -> [F_i, V] float32 log-probabilities (valid frames only), in input order."""
+        out: list[np.ndarray | None] = [None] * len(waves)
+        # the feature encoder's first convolution needs 400 samples (25 ms): shorter input is zero-padded
+        lengths = [max(len(w), MIN_SAMPLES) for w in waves]
+        for group in batches_by_seconds(lengths, self.batch_seconds):
+            longest = max(lengths[i] for i in group)
+            batch = torch.zeros(len(group), longest)
+            for row, i in enumerate(group):
+                wave = np.asarray(waves[i], dtype=np.float32)
+                if self.normalize and wave.size:
+                    wave = (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
+                batch[row, : len(wave)] = torch.from_numpy(wave)
+            lens = torch.tensor([lengths[i] for i in group])
+            batch, lens = batch.to(self.device), lens.to(self.device)
+            if self.device.type == "cuda":
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    logits, out_lens = self.model(batch, lens)
+            else:
+                logits, out_lens = self.model(batch, lens)
+            # CTC decoding needs normalized scores; float32 because bf16 rounds small log-probs coarsely
+            logp = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
+            out_lens = out_lens.cpu().tolist() if out_lens is not None else [logp.shape[1]] * len(group)
+            for row, i in enumerate(group):
+                out[i] = np.ascontiguousarray(logp[row, : int(out_lens[row])])
+        return out  # type: ignore[return-value]

@@ -1,0 +1,63 @@
+"""Where transcripts go: stdout, one file, or one subtitle file per input; tuned LM weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+from lrasr.decode.formats import WRITERS
+from lrasr.errors import LrasrError
+from lrasr.io import write_text_atomic
+
+TUNED = "tuned.json"
+
+
+def tuned_params(lm_dir: str | Path) -> dict:
+    """alpha/beta found by `lrasr lm tune` for this LM (``{}`` when it was never tuned)."""
+    path = Path(lm_dir)
+    path = path / TUNED if path.is_dir() else path.parent / TUNED
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LrasrError(f"not valid JSON ({exc}); delete it and run `lrasr lm tune` again", path) from None
+    return {k: float(data[k]) for k in ("alpha", "beta") if isinstance(data.get(k), (int, float))}
+
+
+def _unique_names(results) -> list[str]:
+    seen: dict[str, int] = {}
+    names = []
+    for r in results:
+        stem = Path(r.path).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(stem if seen[stem] == 1 else f"{stem}.{seen[stem]}")
+    return names
+
+
+def write_results(results: Sequence, fmt: str, output: str | Path | None, stdout=None) -> list[Path]:
+    """Write ``FileResult``s in ``fmt``. Subtitles of several inputs go one file per input into the
+    folder ``output``; everything else is one file (or stdout when ``output`` is None)."""
+    writer = WRITERS[fmt]
+    items = [(str(r.path), r.hypothesis) for r in results]
+    if output is None:
+        text = writer(items)
+        if stdout is not None:
+            stdout.print(text, end="", markup=False, highlight=False, soft_wrap=True)
+        else:
+            print(text, end="")
+        return []
+    output = Path(output)
+    if fmt in ("srt", "vtt") and (len(items) > 1 or output.is_dir()):
+        if output.exists() and not output.is_dir():
+            raise LrasrError(f"{fmt} for several inputs needs --output to be a folder (one file per input)", output)
+        output.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name, item in zip(_unique_names(results), items):
+            path = output / f"{name}.{fmt}"
+            write_text_atomic(path, writer([item]))
+            paths.append(path)
+        return paths
+    write_text_atomic(output, writer(items))
+    return [output]

@@ -1,0 +1,229 @@
+"""Transcribe audio files of any length: chunk, run the acoustic model in batches, decode, merge.
+
+The pipeline streams: chunks from one file after another are gathered into windows of about
+``batch_seconds`` of audio, the model runs on each window (length-sorted batches), and each chunk's
+log-probabilities go to the decoder (greedy here, beam search in the worker pool) while the next
+window is read. Memory is bounded by one window plus the pending beam searches, whatever the input.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from lrasr.audio.decode import AudioError, probe
+from lrasr.data.manifest import audio_paths, read_manifest
+from lrasr.decode.chunking import Chunk, iter_chunks, vad_segmenter
+from lrasr.decode.greedy import greedy_hypothesis
+from lrasr.decode.types import Hypothesis, merge_hypotheses
+from lrasr.errors import LrasrError
+from lrasr.report import progress, warn
+
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".mp4", ".webm", ".aac", ".aiff", ".aif"}
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Audio files, folders (searched recursively, sorted) and manifests (``.tsv`` with an ``audio``
+    column) -> audio paths in order. A missing input is an ``LrasrError``."""
+    out: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
+            if not found:
+                warn(f"{path}: no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) in this folder")
+            out.extend(found)
+        elif path.is_file() and path.suffix.lower() in (".tsv", ".csv") :
+            frame = read_manifest(path, required=("audio",))
+            out.extend(audio_paths(frame, path))
+        elif path.exists() or path.suffix.lower() in AUDIO_EXTENSIONS:
+            out.append(path)  # unreadable files are reported (and skipped) when transcribed
+        else:
+            raise LrasrError("input not found (give audio files, folders or a manifest .tsv)", path)
+    return out
+
+
+@dataclass
+class FileResult:
+    path: Path
+    hypothesis: Hypothesis
+    seconds: float = 0.0
+    error: str | None = None
+
+
+@dataclass
+class TranscribeStats:
+    files: int = 0
+    failed: int = 0
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    chunks: int = 0
+
+    @property
+    def rtf(self) -> float:
+        """Real-time factor: processing time / audio duration (below 1 = faster than real time)."""
+        return self.wall_seconds / self.audio_seconds if self.audio_seconds else float("nan")
+
+    def summary(self) -> dict:
+        return {"files": self.files, "failed": self.failed, "audio_seconds": round(self.audio_seconds, 2),
+                "wall_seconds": round(self.wall_seconds, 2), "chunks": self.chunks,
+                "real_time_factor": round(self.rtf, 4) if self.audio_seconds else None}
+
+
+@dataclass
+class _Pending:
+    result: FileResult
+    parts: dict[int, object] = field(default_factory=dict)  # chunk index -> (start, Hypothesis or future)
+    count: int | None = None  # number of chunks, once the file has been read to its end
+
+
+class Transcriber:
+    """An acoustic model plus a decoder; ``transcribe(paths)`` yields a ``FileResult`` per path, in order.
+
+    ``decoder`` is ``None`` for greedy decoding or a ``lrasr.decode.beam.BeamDecoder``.
+    ``segmenter`` finds speech in long files (``None``: no VAD, cut at quiet points only).
+    """
+
+    def __init__(self, acoustic, decoder=None, chunk_seconds: float = 20.0, batch_seconds: float = 120.0,
+                 segmenter=None, block_seconds: float = 60.0):
+        self.acoustic = acoustic
+        self.decoder = decoder
+        self.chunk_seconds = chunk_seconds
+        self.batch_seconds = batch_seconds
+        self.segmenter = segmenter
+        self.block_seconds = block_seconds
+        self.stats = TranscribeStats()
+
+    def _chunks(self, paths: Sequence[Path], pending: list[_Pending]) -> Iterator[tuple[_Pending, int, Chunk]]:
+        for path in paths:
+            entry = _Pending(FileResult(path, Hypothesis("")))
+            pending.append(entry)
+            index = 0
+            try:
+                entry.result.seconds = probe(path).duration
+                for index, chunk in enumerate(iter_chunks(path, self.chunk_seconds, self.segmenter,
+                                                          self.block_seconds), 1):
+                    yield entry, index - 1, chunk
+                if index == 0:
+                    entry.result.error = f"{path}: no speech found (silent file)"
+            except AudioError as exc:
+                entry.result.error = str(exc)
+            entry.count = index
+
+    def _decode(self, logp: np.ndarray):
+        if self.decoder is None:
+            return greedy_hypothesis(logp, self.acoustic.tokenizer)
+        return self.decoder.submit(logp)
+
+    def transcribe(self, paths: Sequence[Path], on_done: Callable[[FileResult], None] | None = None) -> list[FileResult]:
+        """Transcribe ``paths``; unreadable or silent files give an empty transcript and a warning."""
+        start_time = time.perf_counter()
+        pending: list[_Pending] = []
+        results: list[FileResult] = []
+        window: list[tuple[_Pending, int, Chunk]] = []
+        window_seconds = 0.0
+
+        def run_window() -> None:
+            nonlocal window, window_seconds
+            if window:
+                logps = self.acoustic.log_probs([c.wave for _, _, c in window])
+                for (entry, idx, chunk), logp in zip(window, logps):
+                    entry.parts[idx] = (chunk.start, self._decode(logp))
+                self.stats.chunks += len(window)
+            window, window_seconds = [], 0.0
+
+        def finish_ready(final: bool = False) -> None:
+            while pending and pending[0].count is not None and (final or len(pending[0].parts) == pending[0].count):
+                entry = pending.pop(0)
+                hyps = [_resolve(entry.parts[i][1]).shifted(entry.parts[i][0]) for i in sorted(entry.parts)]
+                entry.result.hypothesis = merge_hypotheses(hyps)
+                self._account(entry.result)
+                results.append(entry.result)
+                if on_done:
+                    on_done(entry.result)
+
+        with progress() as bar:
+            task = bar.add_task("transcribe", total=len(paths), info="")
+            done_before = 0
+            for entry, idx, chunk in self._chunks(paths, pending):
+                window.append((entry, idx, chunk))
+                window_seconds += chunk.seconds
+                if window_seconds >= self.batch_seconds:
+                    run_window()
+                    finish_ready()
+                if len(results) != done_before:
+                    bar.update(task, completed=len(results), info=f"{self.stats.audio_seconds / 60:.1f} min")
+                    done_before = len(results)
+            run_window()
+            finish_ready(final=True)
+            bar.update(task, completed=len(results), info=f"{self.stats.audio_seconds / 60:.1f} min")
+        self.stats.wall_seconds += time.perf_counter() - start_time
+        return results
+
+    def _account(self, result: FileResult) -> None:
+        self.stats.files += 1
+        self.stats.audio_seconds += result.seconds
+        if result.error:
+            self.stats.failed += 1
+            what = "keeping the text before the failure" if result.hypothesis.text else "writing an empty transcript"
+            warn(f"{result.error}; {what}")
+
+
+def _resolve(value) -> Hypothesis:
+    return value if isinstance(value, Hypothesis) else value.result()
+
+
+def build_transcriber(model_dir: str | Path, lm_dir: str | Path | None = None, decoder: str = "greedy",
+                      device: str | None = None, decode_cfg=None, vad_cfg=None, processes: int | None = None,
+                      **overrides) -> Transcriber:
+    """A ``Transcriber`` from a model folder and (for ``decoder="beam"``) an optional LM folder.
+
+    ``decode_cfg`` is the recipe's ``DecodeConfig`` (defaults when ``None``); ``overrides`` replace its
+    fields (beam_width, alpha, beta, hotwords, hotword_weight, chunk_seconds, batch_seconds).
+    """
+    from lrasr.decode.acoustic import AcousticModel
+    from lrasr.recipe import DecodeConfig, VadConfig
+
+    cfg = (decode_cfg or DecodeConfig()).model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    acoustic = AcousticModel(model_dir, device=device, batch_seconds=cfg.batch_seconds)
+    beam = None
+    if decoder == "beam":
+        from lrasr.decode.beam import BeamDecoder
+
+        beam = BeamDecoder(acoustic.tokenizer, lm_dir, alpha=cfg.alpha, beta=cfg.beta, beam_width=cfg.beam_width,
+                           hotwords=cfg.hotwords, hotword_weight=cfg.hotword_weight,
+                           processes=processes if processes is not None else default_processes())
+    elif lm_dir is not None:
+        raise LrasrError("--lm needs the beam decoder (--decoder beam)")
+    try:
+        segmenter = vad_segmenter(vad_cfg or VadConfig(), cfg.chunk_seconds)
+    except ImportError:
+        warn("VAD (lrasr.vad) is unavailable: long files are cut at their quietest points instead")
+        segmenter = None
+    return Transcriber(acoustic, beam, chunk_seconds=cfg.chunk_seconds, batch_seconds=cfg.batch_seconds,
+                       segmenter=segmenter)
+
+
+def default_processes() -> int:
+    import os
+
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def transcribe_files(inputs: Iterable[str | Path], model_dir: str | Path, lm_dir: str | Path | None = None,
+                     decoder: str = "greedy", device: str | None = None, **options) -> tuple[list[FileResult], TranscribeStats]:
+    """Transcribe audio files, folders or manifests with a model folder -> (results in order, stats)."""
+    paths = expand_inputs(list(inputs))
+    if not paths:
+        raise LrasrError("no audio files to transcribe")
+    transcriber = build_transcriber(model_dir, lm_dir, decoder, device, **options)
+    try:
+        results = transcriber.transcribe(paths)
+    finally:
+        if transcriber.decoder is not None:
+            transcriber.decoder.close()
+    return results, transcriber.stats
