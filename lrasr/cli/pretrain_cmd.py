@@ -1,4 +1,4 @@
-"""`lrasr pretrain`."""
+"""`lrasr pretrain` (also under torchrun: `torchrun --nproc_per_node 2 -m lrasr pretrain recipe.yaml`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from lrasr.cli.app import RecipeArg, WorkdirOpt, app, load, not_implemented, user_errors
+from lrasr.cli.app import RecipeArg, WorkdirOpt, app, load, user_errors
 
 
 @app.command()
@@ -17,8 +17,16 @@ def pretrain(
     workdir: Optional[Path] = WorkdirOpt,
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: recipe, else auto)."),
     resume: bool = typer.Option(True, help="Resume from the last checkpoint in the workdir when there is one."),
-    max_steps: Optional[int] = typer.Option(None, help="Override pretrain.max_steps."),
+    max_steps: Optional[int] = typer.Option(None, min=1, help="Override pretrain.max_steps."),
 ) -> None:
     """wav2vec 2.0 self-supervised pretraining on the prepared unlabeled audio (torchrun for multi-GPU)."""
-    not_implemented("pretrain")
+    from lrasr.report import err_console, summary_table
+    from lrasr.stages.pretrain import run_pretrain, summary_rows
+    from lrasr.train.distributed import env_info, shutdown_distributed
 
+    try:
+        summary = run_pretrain(load(recipe, workdir), device=device, resume=resume, max_steps=max_steps)
+    finally:
+        shutdown_distributed()
+    if env_info().is_main:
+        err_console.print(summary_table("pretrain", summary_rows(summary)))

@@ -1,0 +1,140 @@
+"""`lrasr pretrain` end to end on generated speech: outputs, metrics, init_from, collapse report, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+import yaml
+
+from conftest import espeak
+from lrasr.data.manifest import write_manifest
+from lrasr.errors import LrasrError
+from lrasr.recipe import load_recipe
+from lrasr.train.logging import read_metrics_csv
+
+SENTENCES = [
+    "നമസ്കാരം, ഇന്ന് നല്ല കാലാവസ്ഥയാണ്.",
+    "ഞാൻ രാവിലെ ചായ കുടിച്ചു, പിന്നെ പത്രം വായിച്ചു.",
+    "കുട്ടികൾ സ്കൂളിലേക്ക് നടന്നു പോകുന്നു.",
+    "മഴ പെയ്യുമ്പോൾ വഴികൾ നനയും.",
+    "ഈ പുസ്തകം വളരെ രസകരമാണ്.",
+    "അവൻ പാട്ടു പാടി, എല്ലാവരും കേട്ടു.",
+]
+METRIC_KEYS = {"loss", "contrastive", "diversity", "feature_penalty", "accuracy", "code_perplexity",
+               "prob_perplexity", "temperature", "mask_fraction", "grad_norm", "lr", "audio_seconds_per_second"}
+
+
+@pytest.fixture(scope="module")
+def speech_dir(tmp_path_factory) -> Path:
+    """Espeak-ng Malayalam sentences, two voices, as an unlabeled manifest's segment files."""
+    folder = tmp_path_factory.mktemp("speech")
+    rows = []
+    for i, text in enumerate(SENTENCES):
+        for j, (speed, pitch) in enumerate([(150, 40), (175, 70)]):
+            path = espeak(text, folder / f"s{i}_{j}.wav", speed=speed, pitch=pitch)
+            rows.append({"id": path.stem, "audio": path.name, "duration": sf.info(str(path)).duration,
+                         "source": path.name, "start": 0.0, "end": sf.info(str(path)).duration, "snr_db": 40.0})
+    write_manifest(rows, folder / "manifest.tsv")
+    return folder
+
+
+def _recipe(tmp_path: Path, speech_dir: Path, **pretrain) -> Path:
+    workdir = tmp_path / "work"
+    unlabeled = workdir / "prepare" / "unlabeled"
+    if not unlabeled.exists():
+        shutil.copytree(speech_dir, unlabeled)
+    section = dict(model="tiny", max_steps=4, lr=5e-4, batch_seconds=6.0, max_device_batch_seconds=6.0,
+                   crop_min_seconds=1.0, crop_max_seconds=2.0, log_every=1, save_every=2, warmup_steps=2,
+                   device="cpu")
+    section.update(pretrain)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "language": "ml", "workdir": str(workdir), "pretrain": section}),
+                    encoding="utf-8")
+    return path
+
+
+def test_pretrain_stage_end_to_end(tmp_path, speech_dir):
+    from lrasr.model.io import load_model_dir
+    from lrasr.stages.pretrain import run_pretrain
+
+    recipe = load_recipe(_recipe(tmp_path, speech_dir))
+    summary = run_pretrain(recipe)
+    out = recipe.workdir / "pretrain"
+    assert summary["steps"] == 4 and summary["utterances"] == 12
+    assert json.loads((out / "summary.json").read_text())["steps"] == 4
+    rows = read_metrics_csv(out / "metrics.csv")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert METRIC_KEYS <= set(rows[-1])
+    assert 0.3 < rows[-1]["mask_fraction"] < 0.8
+    # Gumbel temperature follows the update number (2 * 0.999995^step)
+    assert rows[0]["temperature"] == pytest.approx(2.0) and rows[3]["temperature"] == pytest.approx(2 * 0.999995 ** 3)
+    assert rows[0]["temperature"] > rows[3]["temperature"]
+    assert (out / "curves.png").stat().st_size > 5000
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step_0000004"
+    model = load_model_dir(out / "model")
+    assert type(model).__name__ == "Wav2Vec2ForPreTraining"
+    # continued pretraining from the folder just written: every parameter loads by name
+    recipe2 = load_recipe(_recipe(tmp_path / "b", speech_dir, max_steps=1, init_from=str(out / "model")))
+    summary2 = run_pretrain(recipe2)
+    assert summary2["init_from"]["loaded"] > 10 and not summary2["init_from"]["missing"]
+    # a model of another shape is refused, naming the parameters
+    recipe3 = load_recipe(_recipe(tmp_path / "c", speech_dir, max_steps=1, init_from=str(out / "model"),
+                                  model={"preset": "tiny", "embed_dim": 96, "num_heads": 2, "pos_conv_groups": 16}))
+    with pytest.raises(LrasrError, match="other shapes"):
+        run_pretrain(recipe3)
+
+
+def test_pretrain_without_prepared_audio_says_what_to_run(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump({"name": "t", "language": "ml", "workdir": str(tmp_path / "w"),
+                                    "pretrain": {"model": "tiny"}}), encoding="utf-8")
+    from lrasr.stages.pretrain import run_pretrain
+
+    with pytest.raises(LrasrError, match="run `lrasr prepare`"):
+        run_pretrain(load_recipe(path))
+
+
+def test_collapse_detection():
+    from lrasr.stages.pretrain import detect_collapse
+
+    healthy = [{"step": s, "contrastive": 3.0, "code_perplexity": 80.0, "grad_norm": 1.0, "accuracy": 0.3}
+               for s in range(1, 21)]
+    assert detect_collapse(healthy, groups=2, negatives=100) == []
+    collapsed = healthy[:10] + [{"step": s, "contrastive": 0.001, "code_perplexity": 2.0, "grad_norm": 1e-6,
+                                 "accuracy": 1.0} for s in range(11, 21)]
+    problems = detect_collapse(collapsed, groups=2, negatives=100)
+    assert len(problems) == 3
+    assert any("quantizer collapsed" in p and "diversity" in p for p in problems)
+    assert any("contrastive loss" in p for p in problems) and any("gradient norm" in p for p in problems)
+    stalled = [{"step": s, "contrastive": 4.6, "code_perplexity": 60.0, "grad_norm": 0.5, "accuracy": 0.01}
+               for s in range(1, 21)]
+    assert any("near chance" in p for p in detect_collapse(stalled, groups=2, negatives=100))
+
+
+def test_torchrun_two_processes_cli(tmp_path, speech_dir):
+    """`torchrun --nproc_per_node 2 -m lrasr pretrain recipe.yaml` trains with gloo on the CPU."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun not installed beside this python")
+    recipe = _recipe(tmp_path, speech_dir, max_steps=2, save_every=100, batch_seconds=4.0,
+                     max_device_batch_seconds=2.0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", str(port), "-m", "lrasr",
+                           "pretrain", str(recipe)], capture_output=True, text=True, timeout=180, env=env,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "work" / "pretrain" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["accumulation"] == 1 and summary["steps"] == 2
+    assert "processes" in proc.stderr  # the summary table, printed once by rank 0
+    assert proc.stderr.count("audio hours seen") == 1
