@@ -1,0 +1,54 @@
+"""The recipe's `evaluate` stage: WER/CER on the evaluation split, greedy and with the tuned LM.
+
+Writes ``<workdir>/results.json`` ({greedy, lm, dev_greedy, dev_lm}, each {wer, cer, utterances};
+``lm``/``dev_*`` are null where there is no LM) and per-utterance details under
+``<workdir>/evaluate/{greedy,lm}/``. The LM's alpha/beta are tuned on dev first when they never were.
+"""
+
+from __future__ import annotations
+
+import json
+
+from lrasr.errors import StageError
+from lrasr.io import write_json_atomic
+
+
+def run_evaluate(recipe, device: str | None = None) -> dict:
+    from lrasr.decode.acoustic import AcousticModel
+    from lrasr.decode.beam import BeamDecoder
+    from lrasr.decode.transcribe import default_processes
+    from lrasr.decode.tune import (_normalizer, _segmenter, beam_texts, greedy_texts, lm_dir, metrics, model_dir,
+                                   score_texts, split_logits, tune_recipe)
+    from lrasr.evaluate import write_report
+
+    split = recipe.evaluate.split
+    manifest = recipe.workdir / "prepare" / split / "manifest.tsv"
+    if not manifest.is_file():
+        raise StageError(f"no {split} split to evaluate: run the prepare stage first", manifest)
+    cfg = recipe.decode
+    acoustic = AcousticModel(model_dir(recipe), device=device, batch_seconds=cfg.batch_seconds)
+    normalizer = _normalizer(recipe)
+    out_dir = recipe.stage_dir("evaluate")
+    cached = split_logits(manifest, acoustic, cfg.chunk_seconds, _segmenter(recipe), f"acoustic model on {split}")
+    greedy = score_texts(cached, greedy_texts(cached, acoustic.tokenizer), normalizer)
+    write_report(greedy, out_dir / "greedy")
+    results: dict = {"split": split, "greedy": metrics(greedy), "lm": None, "dev_greedy": None, "dev_lm": None,
+                     "unreadable": cached.failed}
+
+    lm = lm_dir(recipe)
+    if (lm / "lm.bin").is_file() or (lm / "lm.arpa").is_file():
+        tuned_path = lm / "tuned.json"
+        if tuned_path.is_file():
+            tuned = json.loads(tuned_path.read_text(encoding="utf-8"))
+        else:
+            tuned = tune_recipe(recipe, device=device, acoustic=acoustic).to_json()
+        with BeamDecoder(acoustic.tokenizer, lm, alpha=tuned["alpha"], beta=tuned["beta"],
+                         beam_width=cfg.beam_width, hotwords=cfg.hotwords, hotword_weight=cfg.hotword_weight,
+                         processes=default_processes()) as decoder:
+            with_lm = score_texts(cached, beam_texts(cached, decoder), normalizer)
+        write_report(with_lm, out_dir / "lm")
+        results.update(lm={**metrics(with_lm), "alpha": tuned["alpha"], "beta": tuned["beta"]},
+                       dev_greedy=tuned.get("dev_greedy"), dev_lm=tuned.get("dev_lm"))
+    write_json_atomic(recipe.workdir / "results.json", results)
+    write_json_atomic(out_dir / "results.json", results)
+    return {k: v for k, v in results.items() if k != "unreadable"} | {"unreadable": len(cached.failed)}

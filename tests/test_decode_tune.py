@@ -1,0 +1,89 @@
+"""alpha/beta tuning over cached log-probabilities, and the recipe's evaluate stage end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lrasr.decode.beam import BeamDecoder
+from lrasr.decode.tune import SplitLogits, tune
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_decode_beam import _misspelled_fixture, logprobs_for, ml_setup  # noqa: E402,F401
+from test_transcribe import make_model_dir  # noqa: E402
+
+pytest.importorskip("kenlm")
+
+
+@pytest.mark.shared
+def test_tune_prefers_the_lm_when_it_fixes_errors(ml_setup):
+    texts, tok, lm = ml_setup
+    cases = _misspelled_fixture(texts, tok, n=8, seed=5)
+    # utterance 0 is split into two chunks, as a long recording would be
+    first = logprobs_for(cases[0][1], len(tok.labels), cases[0][2])
+    chunks = [[(0.0, first)]] + [[(0.0, logprobs_for(ids, len(tok.labels), conf))] for _, ids, conf in cases[1:]]
+    cached = SplitLogits([f"u{i}" for i in range(8)], [t for t, _, _ in cases], ["s"] * 8, chunks)
+    with BeamDecoder(tok, lm, beam_width=30, processes=2) as decoder:
+        result = tune(cached, tok, decoder, alphas=[0.0, 0.5, 1.0], betas=[0.0, 1.0])
+    assert len(result.grid) == 6
+    assert result.dev_greedy["wer"] > 0.1 and result.dev_lm["wer"] < result.dev_greedy["wer"]
+    assert result.alpha > 0.0  # with alpha = 0 the LM cannot help
+    assert result.dev_lm["wer"] == min(g["wer"] for g in result.grid)
+    assert result.table_rows()[0][0] == "greedy" and result.dev_lm["utterances"] == 8
+
+
+def _write_split(workdir: Path, split: str, rows: list[tuple[Path, str]]) -> None:
+    from lrasr.data.manifest import write_manifest
+
+    write_manifest([{"id": f"{split}{i}", "audio": str(p), "duration": 1.0, "text": t, "speaker": f"spk{i % 2}"}
+                    for i, (p, t) in enumerate(rows)], workdir / "prepare" / split / "manifest.tsv")
+
+
+@pytest.mark.shared
+def test_run_evaluate_writes_results_and_tunes_first(shared_corpora, tmp_path):
+    from lrasr.decode.lm import build_lm
+    from lrasr.recipe import Recipe, TextConfig
+    from lrasr.stages.evaluate import run_evaluate
+    from lrasr.text.normalize import Normalizer
+
+    folder = shared_corpora / "ml_smc_msc_crowd"
+    with open(folder / "transcripts.tsv", encoding="utf-8") as handle:
+        rows = [(folder / r["path"], r["text"]) for r in csv.DictReader(handle, delimiter="\t")]
+    normalizer = Normalizer("ml", TextConfig())
+    rows = [(p, normalizer.normalize(t)) for p, t in rows]
+    recipe = Recipe.model_validate({
+        "name": "t", "language": "ml", "workdir": str(tmp_path / "exp"), "lm": {"order": 3},
+        "decode": {"beam_width": 8, "tune_alpha": [0.0, 0.5], "tune_beta": [0.0, 1.0]}})
+    work = recipe.workdir
+    _write_split(work, "dev", rows[:4])
+    _write_split(work, "test", rows[4:9] + [(tmp_path / "missing.wav", "ഒന്ന്")])
+    make_model_dir(work / "finetune" / "model", [t for _, t in rows])
+    build_lm([t for _, t in rows], work / "lm", order=3, normalizer=normalizer, language="ml")
+    summary = run_evaluate(recipe, device="cpu")
+    results = json.loads((work / "results.json").read_text(encoding="utf-8"))
+    for key in ("greedy", "lm", "dev_greedy", "dev_lm"):
+        assert set(results[key]) >= {"wer", "cer", "utterances"}, key
+        assert results[key]["wer"] >= 0.0 and results[key]["cer"] >= 0.0
+    assert results["greedy"]["utterances"] == results["lm"]["utterances"] == 6
+    assert results["dev_lm"]["utterances"] == 4 and summary["unreadable"] == 1
+    tuned = json.loads((work / "lm" / "tuned.json").read_text(encoding="utf-8"))
+    assert (tuned["alpha"], tuned["beta"]) == (results["lm"]["alpha"], results["lm"]["beta"])
+    assert len(tuned["grid"]) == 4
+    utts = (work / "evaluate" / "lm" / "utterances.tsv").read_text(encoding="utf-8").splitlines()
+    assert len(utts) == 7 and utts[0].startswith("id\t")
+    assert (work / "evaluate" / "greedy" / "summary.json").is_file()
+
+
+def test_run_evaluate_without_prepare_says_what_to_do(tmp_path):
+    from lrasr.errors import StageError
+    from lrasr.recipe import Recipe
+    from lrasr.stages.evaluate import run_evaluate
+
+    recipe = Recipe.model_validate({"name": "t", "language": "ml", "workdir": str(tmp_path)})
+    with pytest.raises(StageError, match="run the prepare stage first"):
+        run_evaluate(recipe)
