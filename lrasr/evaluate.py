@@ -12,6 +12,7 @@ count as errors.
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -220,3 +221,100 @@ def write_report(report: EvalReport, out_dir: str | Path) -> dict[str, Path]:
     summary["top_confusions"] = [[r, h, c] for r, h, c in report.confusions[:10]]
     write_json_atomic(paths["summary"], summary)
     return paths
+
+
+# ------------------------------------------------------------------------- a model on a manifest
+def forward_batches(model: Any, waves: Sequence[Any], device: Any = "cpu", batch_seconds: float = 60.0,
+                    sample_rate: int = 16000):
+    """Run a CTC model over ``waves`` (1-D float32 arrays) in length-sorted, padded batches.
+
+    Yields ``(indices, logits [B, F, V] float32 on the CPU, frames [B])`` with at most
+    ``batch_seconds`` of padded audio per batch; ``indices`` point into ``waves``. The model must
+    already be in eval mode on ``device``; bf16 autocast is used on CUDA.
+    """
+    import contextlib
+
+    import numpy as np
+    import torch
+
+    device = torch.device(device)
+    order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and (len(batches[-1]) + 1) * len(waves[i]) <= batch_seconds * sample_rate:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    cast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
+    for idx in batches:
+        longest = max(len(waves[i]) for i in idx)
+        x = torch.zeros(len(idx), max(longest, 400), dtype=torch.float32)
+        for row, i in enumerate(idx):
+            x[row, : len(waves[i])] = torch.from_numpy(np.asarray(waves[i], dtype=np.float32))
+        lengths = torch.tensor([max(len(waves[i]), 400) for i in idx], dtype=torch.int64)
+        with torch.no_grad(), cast:
+            logits, frames = model(x.to(device), lengths.to(device))
+        yield idx, logits.float().cpu(), frames.cpu()
+
+
+def evaluate_model(model_dir: str | Path, manifest: str | Path, out_dir: str | Path | None = None,
+                   device: str | None = None, language: str | None = None, batch_seconds: float = 60.0) -> EvalReport:
+    """Greedy WER/CER of a fine-tuned model folder on a labeled manifest (``lrasr evaluate``).
+
+    References and hypotheses are normalized by the language's ``Normalizer`` (the language and text
+    settings saved beside the model by ``lrasr finetune``, or ``language``). Unreadable audio is
+    counted in the report's summary (``unreadable``) and left out, never silently dropped.
+    """
+    import torch
+
+    from lrasr.audio.decode import AudioError, load
+    from lrasr.data.manifest import audio_paths, read_manifest
+    from lrasr.decode.greedy import greedy_decode
+    from lrasr.model.io import load_ctc_model
+
+    model_dir, manifest = Path(model_dir), Path(manifest)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model, tokenizer = load_ctc_model(model_dir, dev)
+    frame = read_manifest(manifest, required=("id", "audio", "text"))
+    waves, keep, unreadable = [], [], []
+    for k, path in enumerate(audio_paths(frame, manifest)):
+        try:
+            waves.append(load(path, 16000))
+            keep.append(k)
+        except AudioError as exc:
+            unreadable.append(f"{frame['id'].iloc[k]}: {exc}")
+    hyps = [""] * len(waves)
+    for idx, logits, frames in forward_batches(model, waves, dev, batch_seconds):
+        for row, i in enumerate(idx):
+            hyps[i] = greedy_decode(logits[row, : int(frames[row])], tokenizer)
+    rows = frame.iloc[keep]
+    speakers = list(rows["speaker"]) if "speaker" in rows.columns else None
+    report = score(list(rows["text"]), hyps, normalizer_for(model_dir, language), ids=list(rows["id"]),
+                   speakers=speakers)
+    if out_dir is not None:
+        paths = write_report(report, out_dir)
+        if unreadable:
+            summary = json.loads(paths["summary"].read_text(encoding="utf-8"))
+            summary["unreadable"] = unreadable
+            write_json_atomic(paths["summary"], summary)
+    report.unreadable = unreadable  # type: ignore[attr-defined]
+    return report
+
+
+TEXT_FILE = "text.json"  # language + prepare.text settings saved beside a fine-tuned model
+
+
+def normalizer_for(model_dir: str | Path | None, language: str | None = None) -> TextNormalizer | None:
+    """The language normalizer a model was trained with (``text.json``), or for ``language``."""
+    from lrasr.recipe import TextConfig
+    from lrasr.text.normalize import Normalizer
+
+    cfg = TextConfig()
+    info_path = Path(model_dir) / TEXT_FILE if model_dir is not None else None
+    if info_path is not None and info_path.is_file():
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        language = language or info.get("language")
+        cfg = TextConfig.model_validate(info.get("text") or {})
+    if not language:
+        return None  # still NFC + whitespace (see ``clean``)
+    return Normalizer(language, cfg)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from lrasr.cli.app import RecipeArg, WorkdirOpt, app, load, not_implemented, user_errors
+from lrasr.cli.app import RecipeArg, WorkdirOpt, app, load, user_errors
 
 
 @app.command()
@@ -20,4 +20,56 @@ def finetune(
     max_steps: Optional[int] = typer.Option(None, help="Override finetune.max_steps."),
 ) -> None:
     """CTC fine-tuning on the labeled train split, with dev WER/CER."""
-    not_implemented("finetune")
+    from lrasr.report import console, summary_table
+    from lrasr.stages.finetune import run_finetune
+
+    loaded = load(recipe, workdir)
+    summary = run_finetune(loaded, device=device, resume=resume, max_steps=max_steps)
+    rows = [(k, v if not isinstance(v, dict) else ", ".join(f"{a}: {b}" for a, b in v.items()) or "-")
+            for k, v in summary.items()]
+    console.print(summary_table("finetune", rows))
+
+
+@app.command()
+@user_errors
+def evaluate(
+    manifest: Path = typer.Argument(..., help="Labeled manifest (TSV with id, audio, text[, speaker])."),
+    model: Path = typer.Option(..., "--model", "-m", help="Fine-tuned model folder (finetune/model)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="Report folder (default: eval/<manifest folder> beside the model)."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: auto)."),
+    language: Optional[str] = typer.Option(None, help="Language for text normalization (default: the model's)."),
+) -> None:
+    """Greedy WER/CER of a model on a manifest: per-utterance and per-speaker TSVs, character confusions."""
+    from lrasr.evaluate import evaluate_model
+    from lrasr.report import console, summary_table
+
+    out = out or model.resolve().parent / "eval" / manifest.resolve().parent.name
+    report = evaluate_model(model, manifest, out, device=device, language=language)
+    rows = [("utterances", report.utterances), ("WER %", 100 * report.wer), ("CER %", 100 * report.cer),
+            ("substitutions / deletions / insertions",
+             f"{report.substitutions} / {report.deletions} / {report.insertions}"),
+            ("unreadable audio", len(getattr(report, "unreadable", []))), ("report", str(out))]
+    console.print(summary_table(f"evaluate {manifest}", rows))
+    if report.confusions:
+        console.print(summary_table("most frequent character confusions",
+                                    [(f"{r} -> {h}", n) for r, h, n in report.confusions[:10]],
+                                    ("reference -> hypothesis", "count")))
+
+
+@app.command()
+@user_errors
+def export(
+    model_dir: Path = typer.Argument(..., help="Fine-tuned lrasr model folder."),
+    out_dir: Path = typer.Argument(..., help="Folder to write (replaced if it exists)."),
+    format: str = typer.Option("hf", "--format", help="Target format: hf (transformers Wav2Vec2ForCTC)."),
+) -> None:
+    """Export a model for other toolkits (transformers' Wav2Vec2ForCTC + Wav2Vec2Processor)."""
+    from lrasr.convert import export_hf
+    from lrasr.errors import LrasrError
+    from lrasr.report import console, summary_table
+
+    if format != "hf":
+        raise LrasrError(f"unknown export format {format!r}; supported: hf")
+    summary = export_hf(model_dir, out_dir)
+    console.print(summary_table("export", list(summary.items())))
