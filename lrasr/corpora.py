@@ -30,6 +30,8 @@ class Ingest(_Strict):
 
     format: Literal["tsv", "csv", "kaldi", "commonvoice", "fairseq", "nemo", "folder", "unlabeled", "text"]
     options: dict[str, Any] = Field(default_factory=dict)
+    # steps that turn the distributed files into what ``format`` reads; empty when it reads them as is
+    convert: str = ""
     notes: str = ""
 
 
@@ -163,7 +165,7 @@ def recipe_snippet(card: Card) -> str:
         lines.append(f"      format: {card.ingest.format}")
     lines.append("      path: /where/you/put/it" + ("" if card.layout.path_is == "dir" else "/<file>"))
     for key, value in card.ingest.options.items():
-        lines.append(f"      {key}: {value}")
+        lines.append(f"      {key}: {yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")
     return "\n".join(lines)
 
 
@@ -181,6 +183,8 @@ def render_card(card: Card) -> str:
             + (f": {card.layout.description}" if card.layout.description else "")]
     out += [f"  must contain: {g}" for g in card.layout.required]
     out += ["", f"[bold]ingest:[/] format {card.ingest.format}" + (f" - {card.ingest.notes}" if card.ingest.notes else "")]
+    if card.ingest.convert:
+        out += ["[bold]convert first:[/]", card.ingest.convert.rstrip()]
     out += ["", "[bold]recipe:[/]", recipe_snippet(card)]
     if card.sources:
         out += ["", "[bold]sources:[/]"] + [f"  {k}: {v}" for k, v in card.sources.items()]

@@ -76,9 +76,11 @@ def corpora_list(
     for card in list_cards():
         if language and language.lower() not in card.languages and "many" not in card.languages:
             continue
-        langs = ", ".join(card.languages[:8]) + (" ..." if len(card.languages) > 8 else "")
-        rows.append((card.name, card.title, langs, card.size, card.licence, card.ingest.format))
-    console.print(summary_table("corpus cards", rows, ("name", "corpus", "languages", "size", "licence", "format")))
+        langs = ", ".join(card.languages[:6]) + (f" +{len(card.languages) - 6}" if len(card.languages) > 6 else "")
+        title = card.title if len(card.title) <= 48 else card.title[:47] + "…"
+        rows.append((card.name, title, langs, card.licence.split(" (")[0], card.ingest.format))
+    console.print(summary_table("corpus cards (details: lrasr corpora show NAME)", rows,
+                                ("name", "corpus", "languages", "licence", "format")))
 
 
 @corpora_app.command("show")
