@@ -250,7 +250,7 @@ def read_fairseq(corpus: LabeledCorpus, rejects: RejectLog) -> list[Item]:
         if labels.suffix == ".ltr":
             label = " ".join("".join(label.split(" ")).replace("|", " ").split())
         items.append(Item(id=Path(fields[0].strip()).with_suffix("").as_posix(), audio=audio, text=label,
-                          source=str(labels), line=lnum, samples=int(fields[1])))
+                          source=str(tsv), line=number, samples=int(fields[1])))
     return items
 
 
