@@ -72,9 +72,9 @@ def process_recording(source: str, out_dir: str, vad: dict[str, Any], filters: d
     record: dict[str, Any] = {"version": RECORD_VERSION, "source": str(path), "settings": settings,
                               "duration": 0.0, "segments": [], "problems": []}
     try:
+        info = probe(path)
         stat = path.stat()
         record.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
-        info = probe(path)
         record["sha1"] = file_sha1(path)
     except AudioError as exc:
         record["problems"].append({"reason": f"unreadable: {_reason(exc, path)}"})
