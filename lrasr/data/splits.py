@@ -69,7 +69,7 @@ def _ratio_split(items: Sequence[SplitInput], cfg: SplitConfig, seed: int) -> di
         for key in order:
             if len(groups) - len(chosen) <= 1:
                 break  # the last group stays in train
-            if key not in chosen and got + seconds[key] <= target * 1.1:  # 10% slack for whole groups
+            if key not in chosen and got + seconds[key] / 2 < target:  # taking it gets closer to the target
                 chosen[key] = split
                 got += seconds[key]
         rest = [k for k in order if k not in chosen]
