@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from lrasr.model.config import Wav2Vec2Config
+from lrasr.model.hf_names import from_transformers_name, to_transformers_name, transformers_config_kwargs
 from lrasr.model.masking import compute_span_mask, sample_negatives
 from lrasr.model.pretraining import Wav2Vec2ForPreTraining
 
@@ -35,44 +36,12 @@ def small_config(large: bool) -> Wav2Vec2Config:
 
 
 def hf_model_from(cfg: Wav2Vec2Config) -> "hf.Wav2Vec2ForPreTraining":
-    hf_cfg = transformers.Wav2Vec2Config(
-        conv_dim=[c for c, _, _ in cfg.conv_layers],
-        conv_kernel=[k for _, k, _ in cfg.conv_layers],
-        conv_stride=[s for _, _, s in cfg.conv_layers],
-        conv_bias=cfg.conv_bias,
-        feat_extract_norm="group" if cfg.extractor_mode == "group_norm" else "layer",
-        do_stable_layer_norm=cfg.layer_norm_first,
-        hidden_size=cfg.embed_dim, num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
-        intermediate_size=cfg.ffn_dim,
-        num_conv_pos_embeddings=cfg.pos_conv_kernel, num_conv_pos_embedding_groups=cfg.pos_conv_groups,
-        hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
-        feat_quantizer_dropout=0.0, final_dropout=0.0, layerdrop=0.0,
-        num_codevector_groups=cfg.num_codevector_groups,
-        num_codevectors_per_group=cfg.num_codevectors_per_group,
-        codevector_dim=cfg.codevector_dim, proj_codevector_dim=cfg.final_dim,
-        contrastive_logits_temperature=cfg.logit_temp, num_negatives=cfg.num_negatives,
-        diversity_loss_weight=cfg.diversity_loss_weight,
-        mask_time_prob=cfg.mask_time_prob, mask_time_length=cfg.mask_time_length,
-    )
-    return hf.Wav2Vec2ForPreTraining(hf_cfg)
-
-
-def hf_name(name: str) -> str:
-    """lrasr (torchaudio) parameter name -> transformers' name."""
-    if name == "mask_embedding":
-        return "wav2vec2.masked_spec_embed"
-    if name.startswith("final_proj."):
-        return "project_hid." + name.split(".", 1)[1]
-    if name.startswith(("quantizer.", "project_q.")):
-        return name
-    name = name.removeprefix("backbone.")
-    name = name.replace("encoder.feature_projection.", "feature_projection.")
-    name = name.replace("encoder.transformer.", "encoder.")
-    return "wav2vec2." + name
+    return hf.Wav2Vec2ForPreTraining(transformers.Wav2Vec2Config(**transformers_config_kwargs(cfg)))
 
 
 def copy_weights(ours: Wav2Vec2ForPreTraining, theirs: torch.nn.Module) -> None:
-    mine = {hf_name(k): v for k, v in ours.state_dict().items()}
+    mine = {to_transformers_name(k): v for k, v in ours.state_dict().items()}
+    assert all(from_transformers_name(to_transformers_name(k)) == k for k in ours.state_dict())
     ref = theirs.state_dict()
     assert set(mine) == set(ref), (sorted(set(mine) ^ set(ref)))
     for k, v in mine.items():
@@ -156,3 +125,18 @@ def test_matches_transformers(large: bool) -> None:
     torch.testing.assert_close(torch.tensor(out.metrics["code_perplexity"]), ref.codevector_perplexity,
                                atol=1e-4, rtol=1e-5)
     assert out.num_masked == int(mask.sum())
+
+
+def test_ctc_names_match_transformers_ctc() -> None:
+    cfg = small_config(False)
+    from lrasr.model.ctc import Wav2Vec2ForCTC
+
+    ours = Wav2Vec2ForCTC(cfg, 11)
+    theirs = hf.Wav2Vec2ForCTC(transformers.Wav2Vec2Config(**transformers_config_kwargs(cfg, vocab_size=11)))
+    mine = {to_transformers_name(k): v for k, v in ours.state_dict().items()}
+    assert set(mine) == set(theirs.state_dict())
+    theirs.load_state_dict(mine)
+    ours.eval(), theirs.eval()
+    wave = torch.randn(2, 8000)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(wave)[0], theirs(wave).logits, atol=2e-5, rtol=1e-4)

@@ -1,0 +1,244 @@
+"""Pretraining step speed: lrasr's Wav2Vec2ForPreTraining vs transformers' (the baseline).
+
+Same architecture config, same weights, same batch of audio. Each model runs in its own subprocess so
+that peak memory (max RSS on the CPU, torch.cuda.max_memory_allocated on a GPU) is its own. A step =
+mask + distractor sampling + forward + loss + backward, each model with its own recipe:
+- lrasr: ``model(waveforms, lengths)`` (its fairseq-style masking and vectorized distractors);
+- transformers: ``_compute_mask_indices`` + ``_sample_negative_indices`` (numpy, as its pretraining
+  example does), ``model(input_values, mask_time_indices=..., sampled_negative_indices=...)``, loss
+  divided by the number of masked frames as in that example.
+
+    python benchmarks/pretrain_speed.py --preset base --batch 2 --seconds 4 --steps 3
+    python benchmarks/pretrain_speed.py --device cuda --preset base --batch 8 --seconds 15.6
+
+On CUDA the step runs under bf16 autocast and the report adds model FLOPs utilization (FLOPs of one
+step counted with torch.utils.flop_counter, over the step time and the GPU's dense bf16 peak).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# dense bf16 peak, TFLOP/s
+PEAK_BF16 = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}
+
+
+def build_config(args: argparse.Namespace):
+    from lrasr.model.config import Wav2Vec2Config
+
+    overrides = json.loads(args.override) if args.override else {}
+    return Wav2Vec2Config.from_recipe({"preset": args.preset, **overrides})
+
+
+def hf_model(cfg):
+    import transformers
+    from transformers.models.wav2vec2 import modeling_wav2vec2 as hf
+
+    from lrasr.model.hf_names import transformers_config_kwargs
+
+    return hf.Wav2Vec2ForPreTraining(transformers.Wav2Vec2Config(**transformers_config_kwargs(cfg)))
+
+
+def make_step(which: str, cfg, device):
+    """(model, step(waveforms, lengths) -> loss) for one implementation."""
+    import numpy as np
+    import torch
+
+    if which == "lrasr":
+        from lrasr.model.pretraining import Wav2Vec2ForPreTraining
+
+        model = Wav2Vec2ForPreTraining(cfg).to(device).train()
+
+        def step(wave, lengths):
+            out = model(wave, lengths)
+            out.loss.backward()
+            return float(out.loss)
+
+        return model, step
+
+    from transformers.models.wav2vec2 import modeling_wav2vec2 as hf
+
+    model = hf_model(cfg).to(device).train()
+
+    def step(wave, lengths):
+        batch = wave.shape[0]
+        frames = int(model._get_feat_extract_output_lengths(wave.shape[1]))
+        mask = hf._compute_mask_indices((batch, frames), mask_prob=cfg.mask_time_prob,
+                                        mask_length=cfg.mask_time_length, min_masks=cfg.mask_time_min_masks)
+        neg = hf._sample_negative_indices((batch, frames), model.config.num_negatives, mask_time_indices=mask)
+        mask_t = torch.tensor(mask, device=device, dtype=torch.bool)
+        neg_t = torch.tensor(neg, device=device, dtype=torch.long)
+        out = model(wave, mask_time_indices=mask_t, sampled_negative_indices=neg_t)
+        loss = out.loss / mask_t.sum()
+        loss.backward()
+        return float(loss)
+
+    np.random.seed(0)
+    return model, step
+
+
+def _rss_mb(field: str) -> float:
+    """VmRSS / VmHWM of this process in MB (Linux)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _setup(args: argparse.Namespace):
+    import torch
+
+    torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    samples = int(args.seconds * 16000)
+    gen = torch.Generator().manual_seed(0)
+    wave = (torch.randn(args.batch, samples, generator=gen) * 0.1).to(device)
+    lengths = torch.full((args.batch,), samples, device=device)
+    return device, wave, lengths
+
+
+def _runner(step, model, device, wave, lengths):
+    import torch
+
+    cuda = device.type == "cuda"
+
+    def run_one() -> float:
+        model.zero_grad(set_to_none=True)
+        t0 = time.perf_counter()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            step(wave, lengths)
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    return run_one
+
+
+def time_worker(args: argparse.Namespace) -> None:
+    """Both models in one process, steps interleaved (the machine's load hits both alike)."""
+    import torch
+
+    device, wave, lengths = _setup(args)
+    cfg = build_config(args)
+    runs = {}
+    for which in ("transformers", "lrasr"):
+        model, step = make_step(which, cfg, device)
+        runs[which] = (model, _runner(step, model, device, wave, lengths))
+    # same weights in both (lrasr's names mapped onto transformers')
+    from lrasr.model.hf_names import to_transformers_name
+
+    runs["transformers"][0].load_state_dict(
+        {to_transformers_name(k): v for k, v in runs["lrasr"][0].state_dict().items()})
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    order = list(runs)
+    for i in range(args.warmup + args.steps):
+        for which in (order if i % 2 == 0 else order[::-1]):
+            elapsed = runs[which][1]()
+            if i >= args.warmup:
+                times[which].append(elapsed)
+    result = {k: {"step_s": min(v), "median_s": sorted(v)[len(v) // 2]} for k, v in times.items()}
+    if device.type == "cuda":
+        from torch.utils.flop_counter import FlopCounterMode
+
+        for which, (model, run_one) in runs.items():
+            counter = FlopCounterMode(display=False)
+            with counter:
+                run_one()
+            result[which]["flops"] = counter.get_total_flops()
+            result[which]["gpu"] = torch.cuda.get_device_name()
+    for which, (model, _) in runs.items():
+        result[which]["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
+    print("RESULT " + json.dumps(result))
+
+
+def memory_worker(args: argparse.Namespace) -> None:
+    """One model per process: peak memory of a training step (after one warm-up step)."""
+    import torch
+
+    device, wave, lengths = _setup(args)
+    which = args.worker.split("-", 1)[1]
+    model, step = make_step(which, build_config(args), device)
+    run_one = _runner(step, model, device, wave, lengths)
+    run_one()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        run_one()
+        result = {"peak_mb": torch.cuda.max_memory_allocated() / 2**20}
+    else:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the RSS high-water mark
+        before = _rss_mb("VmRSS")
+        run_one()
+        result = {"peak_mb": _rss_mb("VmHWM"), "before_mb": before}
+    print("RESULT " + json.dumps(result))
+
+
+def _run_worker(kind: str) -> dict:
+    argv = [a for a in sys.argv[1:]]
+    proc = subprocess.run([sys.executable, __file__, "--worker", kind] + argv, capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not line:
+        sys.exit(f"{kind} worker failed:\n{proc.stderr[-3000:]}")
+    return json.loads(line[-1][len("RESULT "):])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", default="base")
+    parser.add_argument("--override", default="", help='JSON of config fields, e.g. \'{"num_layers": 4}\'')
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--peak-tflops", type=float, default=0.0, help="GPU dense bf16 peak (default: by name)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker == "time":
+        time_worker(args)
+        return
+    if args.worker:
+        memory_worker(args)
+        return
+
+    timing = _run_worker("time")
+    memory = {w: _run_worker(f"mem-{w}") for w in ("transformers", "lrasr")}
+    hf_r, lr_r = timing["transformers"], timing["lrasr"]
+    print(f"config: preset={args.preset} override={args.override or '{}'}, batch {args.batch} x "
+          f"{args.seconds:g} s of audio, device {args.device}, threads {args.threads or 'default'}, "
+          f"{lr_r['params_m']:.1f}M params; steps interleaved, best of {args.steps} after {args.warmup} warm-up")
+    for name, r in (("transformers", hf_r), ("lrasr", lr_r)):
+        mem = memory[name]
+        where = "CUDA max allocated" if "before_mb" not in mem else "peak RSS"
+        extra = f" (RSS before the step {mem['before_mb']:.0f} MB)" if "before_mb" in mem else ""
+        print(f"  {name:12s} step {r['step_s'] * 1000:9.1f} ms (median {r['median_s'] * 1000:.1f} ms)  "
+              f"{where} {mem['peak_mb']:.0f} MB{extra}")
+    print(f"  speed-up lrasr vs transformers: {hf_r['step_s'] / lr_r['step_s']:.2f}x (best), "
+          f"{hf_r['median_s'] / lr_r['median_s']:.2f}x (median)")
+    ratio = memory["lrasr"]["peak_mb"] / memory["transformers"]["peak_mb"]
+    print(f"  peak memory lrasr / transformers: {ratio:.2f}")
+    if "before_mb" in memory["lrasr"]:
+        grow = {w: memory[w]["peak_mb"] - memory[w]["before_mb"] for w in memory}
+        print(f"  step memory above the resting process: transformers {grow['transformers']:.0f} MB, "
+              f"lrasr {grow['lrasr']:.0f} MB")
+    if "flops" in lr_r:
+        peak = args.peak_tflops or next((v for k, v in PEAK_BF16.items() if k in lr_r["gpu"]), 0.0)
+        for name, r in (("transformers", hf_r), ("lrasr", lr_r)):
+            achieved = r["flops"] / r["step_s"] / 1e12
+            mfu = f", MFU {100 * achieved / peak:.1f}% of {peak:.0f} TFLOP/s bf16" if peak else ""
+            print(f"  {name:12s} {r['flops'] / 1e12:.2f} TFLOP per step, {achieved:.1f} TFLOP/s{mfu} ({r['gpu']})")
+
+
+if __name__ == "__main__":
+    main()
