@@ -223,10 +223,16 @@ def test_folder_layout(tmp_path):
     assert why["u3.wav"][0].startswith("no transcript")
     assert why["orphan.txt"][0].startswith("missing audio")
     train = manifest(rec)
-    assert train["id"].tolist() == ["spk1/u1"] and train["speaker"].tolist() == ["spk1"]
+    assert train["id"].tolist() == ["u1"] and train["speaker"].tolist() == ["spk1"]
 
 
-def test_duplicates_across_corpora_and_pool_matches_serial(tmp_path):
+def test_duplicates_across_corpora_and_pool_matches_serial(tmp_path, monkeypatch):
+    import lrasr.data.ingest_audio as ingest_audio
+
+    monkeypatch.setattr(ingest_audio, "POOL_MIN_SECONDS", 0.0)  # small job: force the process pool
+    used = []
+    real_pool = ingest_audio.ProcessPoolExecutor
+    monkeypatch.setattr(ingest_audio, "ProcessPoolExecutor", lambda *a, **k: used.append(k) or real_pool(*a, **k))
     d = tmp_path / "c"
     for i in range(6):
         tone(d / f"u{i}.wav", 0.5 + 0.1 * i)
@@ -237,5 +243,25 @@ def test_duplicates_across_corpora_and_pool_matches_serial(tmp_path):
     serial, rej = run(recipe(tmp_path / "s", corpora, split={"dev": 0.2, "test": 0.2}))
     pooled, _ = run(recipe(tmp_path / "p", corpora, split={"dev": 0.2, "test": 0.2}), jobs=2)
     assert [r["reason"].split(":")[0] for r in rej.rows] == ["duplicate id"]
+    assert len(used) == 1 and used[0]["max_workers"] == 2
     for key in ("train_utterances", "dev_utterances", "test_utterances", "train_hours"):
         assert serial[key] == pooled[key]
+
+
+def test_sentencepiece_uses_text_corpus_when_asked(tmp_path):
+    d = tmp_path / "c"
+    for i in range(3):
+        tone(d / f"u{i}.wav", 0.5)
+    (d / "t.tsv").write_text("path\ttext\n" + "".join(f"u{i}.wav\t{ML[i]}\n" for i in range(3)), encoding="utf-8")
+    (tmp_path / "lm.txt").write_text("\n".join(ML[3:] * 3) + "\nenglish line\n", encoding="utf-8")
+    rec = Recipe.model_validate({
+        "name": "t", "language": "ml", "workdir": str(tmp_path / "work"),
+        "corpora": {"labeled": [{"format": "tsv", "path": str(d / "t.tsv")}], "text": [{"path": str(tmp_path / "lm.txt")}]},
+        "prepare": {"split": {"dev": 0, "test": 0},
+                    "tokenizer": {"type": "sentencepiece", "vocab_size": 60, "use_text_corpus": True}}})
+    summary, _ = run(rec)
+    assert summary["tokenizer_text_corpus_lines"] == 9 and summary["tokenizer_text_corpus_lines_skipped"] == 1
+    from lrasr.text.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(rec.workdir / "prepare" / "tokenizer")
+    assert tok.unk_id not in tok.encode(ML[5])  # characters seen only in the text corpus are covered

@@ -101,6 +101,16 @@ def resolve_audio(value: str, base: Path) -> Path:
     return p if p.is_absolute() else base / p
 
 
+def shorten_path_ids(items: list[Item], derived: list[bool]) -> None:
+    """Ids derived from audio paths become bare file stems when the stems are unique in the corpus
+    (``audio/x`` -> ``x``); otherwise they keep the folder part that tells them apart."""
+    stems = [Path(it.id).name for it, d in zip(items, derived) if d]
+    if len(set(stems)) == len(stems):
+        for it, d in zip(items, derived):
+            if d:
+                it.id = Path(it.id).name
+
+
 def ingest_corpus(corpus: LabeledCorpus) -> tuple[list[Item], RejectLog]:
     """Read one labeled corpus of any supported format. Raises ``LrasrError`` for a broken index file."""
     from lrasr.data import ingest_formats as formats

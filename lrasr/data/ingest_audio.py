@@ -107,11 +107,20 @@ def make_job(audio: Path, start: float | None, end: float | None, duration: floa
                     filters.min_seconds, filters.max_seconds, filters.duration_tolerance)
 
 
+# A spawned worker pays a few seconds importing torch/torchaudio before its first item; probing a header
+# takes about a millisecond and decoding + resampling + FLAC writing tens of milliseconds, so the pool is
+# used only when the serial estimate is large enough for it to pay off.
+POOL_MIN_SECONDS = 10.0
+PROBE_SECONDS, DECODE_SECONDS = 0.002, 0.05
+
+
 def check_all(jobs: Iterable[AudioJob], workers: int = 1) -> Iterator[AudioResult]:
-    """Results in job order; ``workers > 1`` probes/decodes in a pool of spawned processes
-    (spawned, not forked: the parent may already run torch threads, which fork would copy mid-use)."""
+    """Results in job order; ``workers > 1`` probes/decodes in a pool of spawned processes when the
+    work is large enough (spawned, not forked: the parent may already run torch threads, which fork
+    would copy mid-use)."""
     jobs = list(jobs)
-    if workers <= 1 or len(jobs) < 2:
+    estimate = sum(DECODE_SECONDS if j.flac_out else PROBE_SECONDS for j in jobs)
+    if workers <= 1 or len(jobs) < 2 or estimate < POOL_MIN_SECONDS:
         yield from map(check_audio, jobs)
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from lrasr.data.ingest import (AUDIO_EXTENSIONS, Item, normalize_gender, path_id, read_lines, resolve_audio,
-                               split_lines)
+                               shorten_path_ids, split_lines)
 from lrasr.data.manifest import RejectLog
 from lrasr.errors import LrasrError
 from lrasr.recipe import LabeledCorpus
@@ -84,7 +84,7 @@ def read_table(corpus: LabeledCorpus, rejects: RejectLog) -> list[Item]:
         if column and _explicit(corpus, f"{key}_column"):
             required.append(column)  # the user named it: its absence is an error, not a silent default
     genders = _speaker_genders(corpus, base)
-    items = []
+    items, derived = [], []
     for number, row in _table_rows(path, delimiter, rejects, required):
         audio_value = row[corpus.audio_column].strip()
         if not audio_value:
@@ -100,11 +100,14 @@ def read_table(corpus: LabeledCorpus, rejects: RejectLog) -> list[Item]:
             except ValueError:
                 rejects.add(path, f"bad duration: {row[corpus.duration_column]!r} is not a number", line=number)
                 continue
+        given_id = (row.get(corpus.id_column) or "").strip()
+        derived.append(not given_id)
         items.append(Item(
-            id=(row.get(corpus.id_column) or "").strip() or path_id(audio, base), audio=audio,
+            id=given_id or path_id(audio, base), audio=audio,
             text=row[corpus.text_column], source=str(path), line=number, speaker=speaker,
             gender=gender or genders.get(speaker or ""), duration=duration,
         ))
+    shorten_path_ids(items, derived)
     return items
 
 
@@ -251,6 +254,7 @@ def read_fairseq(corpus: LabeledCorpus, rejects: RejectLog) -> list[Item]:
             label = " ".join("".join(label.split(" ")).replace("|", " ").split())
         items.append(Item(id=Path(fields[0].strip()).with_suffix("").as_posix(), audio=audio, text=label,
                           source=str(tsv), line=number, samples=int(fields[1])))
+    shorten_path_ids(items, [True] * len(items))
     return items
 
 
@@ -260,7 +264,7 @@ def read_nemo(corpus: LabeledCorpus, rejects: RejectLog) -> list[Item]:
     path = corpus.path
     if path.is_dir():
         raise LrasrError("a nemo corpus path must be the JSON-lines manifest file, not a folder", path)
-    items = []
+    items, derived = [], []
     for number, text in read_lines(path, rejects):
         try:
             obj = json.loads(text)
@@ -287,9 +291,11 @@ def read_nemo(corpus: LabeledCorpus, rejects: RejectLog) -> list[Item]:
             start, end = offset, (offset + duration if duration is not None else None)
             uid = str(obj.get("id") or obj.get("utt_id") or f"{uid}_{int(round(offset * 1000)):08d}")
         speaker = obj.get("speaker", obj.get("speaker_id", obj.get("spk_id")))
+        derived.append(not (obj.get("id") or obj.get("utt_id")))
         items.append(Item(id=uid, audio=audio, text=obj["text"], source=str(path), line=number, start=start, end=end,
                           speaker=None if speaker is None else str(speaker), gender=normalize_gender(obj.get("gender")),
                           duration=duration))
+    shorten_path_ids(items, derived)
     return items
 
 
@@ -319,6 +325,7 @@ def read_folder(corpus: LabeledCorpus, rejects: RejectLog) -> list[Item]:
         rel = audio.relative_to(root)
         items.append(Item(id=path_id(audio, root), audio=audio, text=" ".join(t for _, t, _ in lines if t),
                           source=str(txt), line=1, speaker=rel.parts[0] if len(rel.parts) > 1 else None))
+    shorten_path_ids(items, [True] * len(items))
     for txt in sorted(root.rglob("*.txt")):
         if txt.with_suffix("") not in stems:
             rejects.add(txt, "missing audio: transcript has no audio file with the same name beside it")

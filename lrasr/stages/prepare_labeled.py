@@ -82,18 +82,25 @@ def _check_audio(recipe, texted: list[tuple[Item, str]], jobs: int, rejects: Rej
     return kept
 
 
-def _text_corpus_lines(recipe, normalizer: Normalizer) -> list[str]:
+def _text_corpus_lines(recipe, normalizer: Normalizer) -> tuple[list[str], int]:
+    """Normalized lines of the recipe's text corpora for tokenizer training, and how many were skipped
+    (characters outside the whitelist, undecodable or empty after normalization)."""
     lines: list[str] = []
+    skipped = 0
     for corpus in recipe.corpora.text:
         files = sorted(corpus.path.rglob("*.txt")) if corpus.path.is_dir() else [corpus.path]
         for path in files:
-            for _, text in read_lines(path, RejectLog()):  # LM text: a bad line only loses itself
+            bad_lines = RejectLog()
+            for _, text in read_lines(path, bad_lines):
                 norm, bad = normalizer.check(text)
                 if norm and not bad:
                     lines.append(norm)
+                else:
+                    skipped += 1
                 if len(lines) >= TEXT_CORPUS_MAX_LINES:
-                    return lines
-    return lines
+                    return lines, skipped + len(bad_lines)
+            skipped += len(bad_lines)
+    return lines, skipped
 
 
 def _manifest_audio(audio: Path, folder: Path, workdir: Path) -> str:
@@ -174,9 +181,12 @@ def _tokenizer(recipe, normalizer: Normalizer, rows: dict[str, list[dict[str, An
     if not train_texts:
         return {"tokenizer": "not trained: the train split is empty"}
     cfg = recipe.prepare.tokenizer
-    extra = _text_corpus_lines(recipe, normalizer) if cfg.use_text_corpus else []
+    # characters stay the train split's own vocabulary; sentencepiece may learn pieces from more text
+    use_corpus = cfg.use_text_corpus and cfg.type == "sentencepiece"
+    extra, skipped = _text_corpus_lines(recipe, normalizer) if use_corpus else ([], 0)
     tok = train_tokenizer(train_texts + extra, cfg, folder)
     unknown = sum(1 for split in ("dev", "test") for r in rows[split] if tok.unk_id in tok.encode(r["text"]))
     return {"tokenizer": f"{cfg.type} ({len(tok.labels)} labels) in {folder}",
             "tokenizer_text_corpus_lines": len(extra),
+            "tokenizer_text_corpus_lines_skipped": skipped,
             "dev_test_utterances_with_unknown_tokens": unknown}
