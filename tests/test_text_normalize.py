@@ -50,6 +50,8 @@ def test_malayalam_old_chillu_and_zwj_policy():
     assert keep.normalize("അവന\u0d4d\u200d") == "അവൻ"  # chillus are made atomic either way
     text, bad = keep.check("ക\u0d4d\u200cക")
     assert "\u200c" in text and bad == set()
+    bn = Normalizer("bn", TextConfig())
+    assert bn.normalize("উ\u09a4\u09cd\u200dস") == bn.normalize("উ\u09ceস") == "উ\u09ceস"
     hi = Normalizer("hi", TextConfig(zwj="remove"))
     assert "\u200d" not in hi.normalize("क्\u200dष")
 

@@ -6,7 +6,8 @@ format characters). Training labels, LM text and scoring must all see one form, 
 uses :class:`Normalizer` with the recipe's ``prepare.text`` settings:
 
 1. Unicode NFC; invisible format characters (ZWSP, BOM, soft hyphen, ...) removed.
-2. Malayalam: consonant + virama + ZWJ becomes the atomic chillu letter (same glyph, one spelling).
+2. Malayalam: consonant + virama + ZWJ becomes the atomic chillu letter (same glyph, one spelling);
+   Bengali: ta + virama + ZWJ becomes khanda ta (U+09CE) likewise.
 3. ZWJ/ZWNJ removed or kept (``zwj``); nukta letters decomposed to base + nukta (NFC composes some,
    such as U+0929, and decomposes others, such as U+0958: decomposing all makes them agree).
 4. ASCII ``|`` written for a danda becomes ``।`` (``|`` is the CTC word delimiter and may never
@@ -70,6 +71,8 @@ LANGUAGE_SCRIPTS: dict[str, str] = {
 _CHILLUS = {"\u0d23": "\u0d7a", "\u0d28": "\u0d7b", "\u0d30": "\u0d7c", "\u0d32": "\u0d7d", "\u0d33": "\u0d7e",
             "\u0d15": "\u0d7f"}
 _CHILLU_RE = re.compile("([" + "".join(_CHILLUS) + "])\u0d4d\u200d")
+# Bengali khanda ta written the pre-Unicode-4.1 way: ta + virama + ZWJ.
+_OLD_KHANDA_TA = "\u09a4\u09cd\u200d"
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u0060": "'", "\u00b4": "'"})
 _SPACE_RE = re.compile(r"\s+")
 
@@ -137,6 +140,8 @@ class Normalizer:
         text = "".join(ch for ch in text if ch in (ZWJ, ZWNJ) or unicodedata.category(ch) != "Cf")
         if self.script.name == "malayalam":
             text = _CHILLU_RE.sub(lambda m: _CHILLUS[m.group(1)], text)
+        elif self.script.name == "bengali":
+            text = text.replace(_OLD_KHANDA_TA, "\u09ce")  # same idea: one code point for khanda ta
         if self.cfg.zwj == "remove":
             text = text.replace(ZWJ, "").replace(ZWNJ, "")
         text = text.translate(_NUKTA_TABLE)
