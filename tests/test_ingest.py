@@ -149,7 +149,8 @@ def test_kaldi_segments_pipes_and_untranscribed(tmp_path):
     assert train.loc["u1", "duration"] == pytest.approx(1.2, abs=0.01)
     assert train.loc["u2", "duration"] == pytest.approx(1.4, abs=0.01)
     assert train.loc["u1", "speaker"] == "A" and train.loc["u3", "gender"] == "male"
-    assert all(str(a).endswith(".flac") for a in train["audio"])  # segments are cut
+    assert train.loc["u1", "audio"].endswith(".flac") and train.loc["u2", "audio"].endswith(".flac")  # cut
+    assert train.loc["u3", "audio"] == str(d / "rec2.wav")  # "0 -1" spans the whole recording: referenced
 
 
 def test_commonvoice_release_layout(tmp_path):
@@ -196,15 +197,22 @@ def test_nemo_json_lines(tmp_path):
     lines = [json.dumps({"audio_filepath": "a.wav", "duration": 1.0, "text": ML[0], "speaker": 7}, ensure_ascii=False),
              json.dumps({"audio_filepath": str(d / "long.wav"), "offset": 1.0, "duration": 1.5, "text": ML[1]},
                         ensure_ascii=False),
-             "{not json", json.dumps({"audio_filepath": "a.wav", "duration": 1.0}), "[1, 2]"]
+             "{not json", json.dumps({"audio_filepath": "a.wav", "duration": 1.0}), "[1, 2]",
+             json.dumps({"id": "whole", "audio_filepath": "long.wav", "offset": 0, "duration": 3.0, "text": ML[2]},
+                        ensure_ascii=False),
+             json.dumps({"id": "head", "audio_filepath": "long.wav", "offset": 0, "duration": 1.0, "text": ML[3]},
+                        ensure_ascii=False)]
     (d / "m.json").write_text("\n".join(lines) + "\n", encoding="utf-8")
     rec = recipe(tmp_path, [{"format": "nemo", "path": str(d / "m.json")}])
     summary, rejects = run(rec)
-    assert summary["utterances"] == 2
+    assert summary["utterances"] == 4
     assert [r["reason"].split(":")[0] for r in rejects.rows] == ["malformed row", "missing key", "malformed row"]
     train = manifest(rec).set_index("id")
     assert train.loc["a", "speaker"] == "7"
     assert train.loc["long_00001000", "duration"] == pytest.approx(1.5, abs=0.01)
+    assert train.loc["long_00001000", "audio"].endswith(".flac") and train.loc["head", "audio"].endswith(".flac")
+    assert train.loc["head", "duration"] == pytest.approx(1.0, abs=0.01)
+    assert train.loc["whole", "audio"] == str(d / "long.wav")  # a "segment" spanning the file is the file
 
 
 def test_folder_layout(tmp_path):

@@ -2,7 +2,8 @@
 
 Items are referenced in place (``prepare.labeled_audio: reference``: only the header is probed) or
 re-written as 16 kHz mono FLAC (``flac``: fully decoded and resampled). Segments of longer recordings
-(Kaldi ``segments``, NeMo ``offset``) are always cut to FLAC, because split manifests list whole files.
+(Kaldi ``segments``, NeMo ``offset``) are always cut to FLAC, because split manifests list whole files;
+a segment that spans its whole file is referenced like a file.
 An existing FLAC from an earlier run is reused (its name hashes the source path and times), so a
 re-run only does the work that is missing.
 """
@@ -28,7 +29,8 @@ class AudioJob:
     end: float | None
     duration: float | None  # declared seconds
     samples: int | None  # declared samples at the file's own rate
-    flac_out: str | None  # where to write the 16 kHz FLAC, or None to reference the file
+    flac_out: str  # where a 16 kHz FLAC of the item goes when one is written
+    rewrite: bool  # always write the FLAC (labeled_audio: flac); else only to cut a segment
     min_seconds: float
     max_seconds: float
     tolerance: float
@@ -71,20 +73,23 @@ def check_audio(job: AudioJob) -> AudioResult:
         return AudioResult(False, reason=f"duration mismatch: declared {job.samples} samples, audio has "
                                          f"{info.num_frames} at {info.sample_rate} Hz")
     seconds = file_seconds
+    cut = False
     if job.start is not None:
         end = file_seconds if job.end is None else job.end
         if job.start >= file_seconds or end > file_seconds + job.tolerance:
             return AudioResult(False, reason=f"bad segment: {job.start:.2f}-{end:.2f} s lies beyond the end of "
                                              f"{path} ({file_seconds:.2f} s)")
         seconds = min(end, file_seconds) - job.start
+        # a "segment" covering the whole file (offset 0, duration = file) is just the file
+        cut = job.start > 0 or end < file_seconds - job.tolerance
     if job.duration is not None and abs(job.duration - seconds) > job.tolerance:
         return AudioResult(False, reason=f"duration mismatch: declared {job.duration:.2f} s, audio {seconds:.2f} s")
     if seconds < job.min_seconds:
         return AudioResult(False, reason=f"too short: {seconds:.2f} s < filters.min_seconds {job.min_seconds}")
     if seconds > job.max_seconds:
         return AudioResult(False, reason=f"too long: {seconds:.2f} s > filters.max_seconds {job.max_seconds}")
-    if job.flac_out is None:
-        return AudioResult(True, seconds, str(path))
+    if not (job.rewrite or cut):
+        return AudioResult(True, file_seconds, str(path))
     out = Path(job.flac_out)
     if out.is_file():
         try:
@@ -92,7 +97,7 @@ def check_audio(job: AudioJob) -> AudioResult:
         except AudioError:
             pass  # unreadable leftover: write it again
     try:
-        wave = load(path, SAMPLE_RATE, start=job.start or 0.0, end=job.end)
+        wave = load(path, SAMPLE_RATE, start=job.start or 0.0, end=job.end if cut else None)
     except AudioError as exc:
         return AudioResult(False, reason=f"undecodable audio: {path}: {_message(exc)}")
     if wave.size == 0:
@@ -102,8 +107,8 @@ def check_audio(job: AudioJob) -> AudioResult:
 
 
 def make_job(audio: Path, start: float | None, end: float | None, duration: float | None, samples: int | None,
-             flac_out: Path | None, filters: FilterConfig) -> AudioJob:
-    return AudioJob(str(audio), start, end, duration, samples, None if flac_out is None else str(flac_out),
+             flac_out: Path, rewrite: bool, filters: FilterConfig) -> AudioJob:
+    return AudioJob(str(audio), start, end, duration, samples, str(flac_out), rewrite,
                     filters.min_seconds, filters.max_seconds, filters.duration_tolerance)
 
 
@@ -119,7 +124,7 @@ def check_all(jobs: Iterable[AudioJob], workers: int = 1) -> Iterator[AudioResul
     work is large enough (spawned, not forked: the parent may already run torch threads, which fork
     would copy mid-use)."""
     jobs = list(jobs)
-    estimate = sum(DECODE_SECONDS if j.flac_out else PROBE_SECONDS for j in jobs)
+    estimate = sum(DECODE_SECONDS if j.rewrite or j.start else PROBE_SECONDS for j in jobs)
     if workers <= 1 or len(jobs) < 2 or estimate < POOL_MIN_SECONDS:
         yield from map(check_audio, jobs)
         return

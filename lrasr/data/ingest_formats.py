@@ -287,9 +287,10 @@ def read_nemo(corpus: LabeledCorpus, rejects: RejectLog) -> list[Item]:
             continue
         start = end = None
         uid = str(obj.get("id") or obj.get("utt_id") or path_id(audio, path.parent))
-        if offset is not None and (offset > 0 or duration is not None):
+        if offset is not None and (duration is not None or offset > 0):
             start, end = offset, (offset + duration if duration is not None else None)
-            uid = str(obj.get("id") or obj.get("utt_id") or f"{uid}_{int(round(offset * 1000)):08d}")
+            if offset > 0:
+                uid = str(obj.get("id") or obj.get("utt_id") or f"{uid}_{int(round(offset * 1000)):08d}")
         speaker = obj.get("speaker", obj.get("speaker_id", obj.get("spk_id")))
         derived.append(not (obj.get("id") or obj.get("utt_id")))
         items.append(Item(id=uid, audio=audio, text=obj["text"], source=str(path), line=number, start=start, end=end,

@@ -65,8 +65,7 @@ def _check_audio(recipe, texted: list[tuple[Item, str]], jobs: int, rejects: Rej
     flac_dir = recipe.workdir / "prepare" / "labeled_audio"
     to_flac = recipe.prepare.labeled_audio == "flac"
     work = [make_job(it.audio, it.start, it.end, it.duration, it.samples,
-                     flac_dir / flac_name(it.id, it.audio, it.start, it.end)
-                     if (to_flac or it.start is not None) else None, recipe.prepare.filters)
+                     flac_dir / flac_name(it.id, it.audio, it.start, it.end), to_flac, recipe.prepare.filters)
             for it, _ in texted]
     kept = []
     with progress() as bar:
