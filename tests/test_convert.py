@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from lrasr.convert import export_hf, load_pretrained_into, read_checkpoint
+from lrasr.convert import export_hf, load_pretrained_into, model_config_from, read_checkpoint
 from lrasr.convert.arch import lrasr_config_from_arch
 from lrasr.errors import LrasrError
 from lrasr.model.config import Wav2Vec2Config
@@ -73,7 +73,7 @@ def test_round_trip_lrasr_hf_lrasr(ctc_folder, tmp_path):
     export_hf(folder, tmp_path / "hf")
     ckpt = read_checkpoint(tmp_path / "hf")
     assert ckpt.format == "hf" and ckpt.labels == tok.labels
-    cfg = lrasr_config_from_arch(ckpt.arch, Wav2Vec2Config.preset("tiny"))
+    cfg = model_config_from(ckpt, Wav2Vec2Config.preset("tiny"))
     assert [list(c) for c in cfg.conv_layers] == [list(c) for c in model.cfg.conv_layers]
     assert (cfg.embed_dim, cfg.num_layers, cfg.ffn_dim, cfg.pos_conv_kernel) == (32, 2, 64, 16)
     back = Wav2Vec2ForCTC(cfg, ckpt.head_size).eval()

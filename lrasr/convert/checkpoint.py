@@ -186,7 +186,8 @@ def load_pretrained_into(model: torch.nn.Module, source: str | Path | Checkpoint
     if mismatched:
         shown = "; ".join(mismatched[:8]) + (f"; ... {len(mismatched) - 8} more" if len(mismatched) > 8 else "")
         raise LrasrError(f"{len(mismatched)} parameter(s) have other shapes than the model: {shown}. "
-                         "Build the model from the checkpoint's own config (or fix finetune.model)", ckpt.path)
+                         "Build the model with the checkpoint's shape (lrasr.convert.model_config_from) or set the "
+                         "recipe's model to it", ckpt.path)
     loaded_keys = set(updates)
     report.missing = sorted(canonical_name(k) for k in target if k not in loaded_keys
                             and canonical_name(k) not in report.skipped)
@@ -196,3 +197,12 @@ def load_pretrained_into(model: torch.nn.Module, source: str | Path | Checkpoint
     with torch.no_grad():
         model.load_state_dict(updates, strict=False)
     return report
+
+
+def model_config_from(source: str | Path | Checkpoint, base: Any) -> Any:
+    """An lrasr ``Wav2Vec2Config`` with the checkpoint's architecture and ``base``'s other settings
+    (masking, dropouts, losses), so that ``load_pretrained_into`` finds every shape equal."""
+    from lrasr.convert.arch import lrasr_config_from_arch
+
+    ckpt = source if isinstance(source, Checkpoint) else read_checkpoint(source)
+    return lrasr_config_from_arch(ckpt.arch, base)

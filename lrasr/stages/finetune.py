@@ -78,6 +78,7 @@ def build_model(recipe: Any, tokenizer: Any) -> tuple[torch.nn.Module, dict[str,
     vocab = len(tokenizer.labels)
     base = Wav2Vec2Config.from_recipe(f.model)
     source = resolve_init(recipe)
+    torch.manual_seed(recipe.seed)  # the same initial head (and scratch weights) for the same recipe
     if source is None:
         # from scratch there is nothing to protect: the feature encoder trains too (at full rate)
         cfg = finetune_config(base, f)
@@ -243,6 +244,7 @@ def run_finetune(recipe: Any, device: str | None = None, resume: bool = True, ma
     from lrasr.text.tokenizer import load_tokenizer
     from lrasr.train.batching import AudioDataset
     from lrasr.train.checkpoint import load_weights
+    from lrasr.train.distributed import env_info
     from lrasr.train.loop import train
 
     f = recipe.finetune
@@ -291,6 +293,8 @@ def run_finetune(recipe: Any, device: str | None = None, resume: bool = True, ma
                         freeze_feature_encoder=not scratch)
     result = train(task, f, out, device=device, resume=resume, max_steps=total)
 
+    if not env_info().is_main:  # under torchrun only rank 0 writes the model and reports
+        return {"steps": result.steps, "rank": env_info().rank}
     model = task.model.to("cpu")
     if result.best_path is not None and (result.best_path / "model.safetensors").is_file():
         load_weights(model, result.best_path / "model.safetensors")
