@@ -206,3 +206,14 @@ def test_model_dir_round_trip(tmp_path) -> None:
     (tmp_path / "bad" / "config.json").write_text((tmp_path / "ctc" / "config.json").read_text())
     with pytest.raises(LrasrError, match="backbone.aux.weight"):
         load_model_dir(tmp_path / "bad")
+
+
+def test_pretraining_survives_utterances_shorter_than_a_frame() -> None:
+    torch.manual_seed(0)
+    model = Wav2Vec2ForPreTraining(dataclasses.replace(Wav2Vec2Config.preset("tiny"), num_layers=1))
+    for short, expect_masked in ((300, False), (1000, True)):  # 300 samples = 0 frames, 1000 = 2 frames
+        model.zero_grad()
+        out = model(torch.randn(2, 16000), torch.tensor([16000, short]))
+        assert torch.isfinite(out.loss) and (out.num_masked > 0) == expect_masked
+        out.loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -138,5 +138,9 @@ def run_transformer(backbone: Wav2Vec2Model, x: Tensor, pad: Tensor | None) -> T
     attn_mask = None
     if pad is not None:
         x = x.masked_fill(pad[..., None], 0.0)
-        attn_mask = ~pad[:, None, None, :]
+        keep = ~pad
+        # an utterance shorter than one frame would have no key at all (NaN rows in SDPA): let its
+        # rows see frame 0; any other row already has frame 0 among its valid keys
+        keep[:, 0] = True
+        attn_mask = keep[:, None, None, :]
     return backbone.encoder.transformer(x, attention_mask=attn_mask)

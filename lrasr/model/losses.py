@@ -28,7 +28,7 @@ def contrastive_logits(context: Tensor, targets: Tensor, codes: Tensor, negative
     neg = sims.gather(2, negatives)  # [B, M, K]
     batch, m, k = negatives.shape
     flat = negatives.reshape(batch, m * k, 1).expand(-1, -1, codes.shape[-1])
-    neg_codes = codes.gather(1, flat).view(batch, m, k, -1)
+    neg_codes = codes.gather(1, flat).view(batch, m, k, codes.shape[-1])
     same = (neg_codes == codes[:, :, None, :]).all(-1)
     neg = neg.masked_fill(same, float("-inf"))
     return torch.cat([pos, neg], dim=-1) / logit_temp

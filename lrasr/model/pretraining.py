@@ -98,23 +98,26 @@ class Wav2Vec2ForPreTraining(nn.Module):
         hidden = run_transformer(self.backbone, x, pad)
 
         # everything below runs on the B*M masked frames only
-        context = self.final_proj(hidden[mask]).view(batch, m, -1)
+        context = self.final_proj(hidden[mask]).view(batch, m, cfg.final_dim)
         quant = self.quantizer(self.dropout_features(normed[mask]))
-        targets = self.project_q(quant.vectors.to(self.project_q.weight.dtype)).view(batch, m, -1)
-        codes = quant.codes.view(batch, m, -1)
+        targets = self.project_q(quant.vectors.to(self.project_q.weight.dtype)).view(batch, m, cfg.final_dim)
+        codes = quant.codes.view(batch, m, cfg.num_codevector_groups)
         if negative_indices is None:
             negative_indices = sample_negatives(m, batch, cfg.num_negatives, self.generator)
         negative_indices = negative_indices.to(x.device, torch.long)
         logits = contrastive_logits(context, targets, codes, negative_indices, cfg.logit_temp)
 
-        l_con = contrastive_loss(logits) if m > 0 else hidden.sum() * 0.0
-        l_div = diversity_loss(quant.prob_perplexity, cfg.num_codevector_groups * cfg.num_codevectors_per_group)
+        if m > 0:
+            l_con = contrastive_loss(logits)
+            l_div = diversity_loss(quant.prob_perplexity, cfg.num_codevector_groups * cfg.num_codevectors_per_group)
+        else:  # an utterance too short for a single frame: nothing to predict, keep the graph alive
+            l_con = l_div = hidden.sum() * 0.0
         loss = l_con + cfg.diversity_loss_weight * l_div + cfg.feature_penalty_weight * penalty
         valid = num_frames * batch if pad is None else int((~pad).sum())
         metrics = {
             "accuracy": contrastive_accuracy(logits),
-            "code_perplexity": float(quant.code_perplexity),
-            "prob_perplexity": float(quant.prob_perplexity.detach()),
+            "code_perplexity": float(quant.code_perplexity) if m > 0 else 0.0,
+            "prob_perplexity": float(quant.prob_perplexity.detach()) if m > 0 else 0.0,
             "temperature": float(self.quantizer.temperature),
             "mask_fraction": float(batch * m) / max(valid, 1),
         }

@@ -75,9 +75,9 @@ class GumbelQuantizer(nn.Module):
             codes = picked  # the entries actually used as targets
             probs = (y_hard - y_soft.detach() + y_soft).to(book.dtype)
             # [G, N, V] @ [G, V, d/G]: no [N, G, V, d/G] intermediate (transformers builds that)
-            vectors = torch.bmm(probs.transpose(0, 1), book).transpose(0, 1).reshape(n, -1)
+            vectors = torch.bmm(probs.transpose(0, 1), book).transpose(0, 1).reshape(n, book.shape[0] * book.shape[2])
         else:
             # eval: the argmax codevector (a gather, same values as one-hot @ codebook)
             flat = codes + torch.arange(self.num_groups, device=x.device)[None, :] * self.num_vars
-            vectors = self.codevectors[0][flat].reshape(n, -1)
+            vectors = self.codevectors[0][flat].reshape(n, book.shape[0] * book.shape[2])
         return QuantizerOutput(vectors, codes, prob_ppl, code_ppl)
