@@ -208,7 +208,7 @@ def _train_sentencepiece(texts: list[str], cfg: TokenizerConfig) -> SentencePiec
             sentence_iterator=iter(texts), model_prefix=str(prefix), vocab_size=cfg.vocab_size,
             model_type=cfg.model_type, character_coverage=1.0, normalization_rule_name="identity",
             pad_id=0, unk_id=1, bos_id=-1, eos_id=-1, pad_piece=BLANK, unk_piece=UNK,
-            hard_vocab_limit=False, num_threads=1, minloglevel=2,
+            hard_vocab_limit=False, num_threads=1, minloglevel=2, max_sentence_length=65536,
         )
         return SentencePieceTokenizer(prefix.with_suffix(".model"))  # keeps the model's bytes
     except RuntimeError as exc:
