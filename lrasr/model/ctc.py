@@ -41,9 +41,12 @@ class Wav2Vec2ForCTC(nn.Module):
         """waveforms [B, S] float, lengths [B] samples -> (logits [B, F, V], out_lengths [B] long).
 
         In training: time masks (learned embedding) and channel masks (zeros) per cfg, layerdrop.
-        The feature encoder's gradient is scaled by ``cfg.feature_grad_mult`` (0 = frozen).
+        The feature encoder's gradient is scaled by ``cfg.feature_grad_mult``: fine-tuning should set
+        it to 0.0 (fairseq keeps the feature encoder frozen throughout fine-tuning). ``cfg`` is read on
+        every call, so masking/layerdrop settings may be changed on ``model.cfg`` after construction.
         """
         cfg = self.cfg
+        self.backbone.encoder.transformer.layer_drop = cfg.layerdrop
         if lengths is None:
             lengths = torch.full((waveforms.shape[0],), waveforms.shape[1], device=waveforms.device)
         feats, frames = extract_features(self.backbone, waveforms, lengths,

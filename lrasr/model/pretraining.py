@@ -70,6 +70,7 @@ class Wav2Vec2ForPreTraining(nn.Module):
         """waveforms [B, S] float, lengths [B] samples; optional mask bool [B, T] (same count per row,
         never on padding) and negative_indices long [B, M, K] (into each utterance's M masked frames)."""
         cfg = self.cfg
+        self.backbone.encoder.transformer.layer_drop = cfg.layerdrop  # cfg may be edited after __init__
         batch = waveforms.shape[0]
         if lengths is None:
             lengths = torch.full((batch,), waveforms.shape[1], device=waveforms.device)
