@@ -7,6 +7,7 @@ downmixes. Long recordings are read block by block so a 2-hour file never sits i
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -207,6 +208,10 @@ def save_flac(path: str | Path, wave: np.ndarray, sample_rate: int = SAMPLE_RATE
     """Write [T] audio as 16-bit FLAC atomically (float in [-1, 1], or int16 written unchanged)."""
     path = Path(path)
     data = wave if wave.dtype == np.int16 else np.clip(wave, -1.0, 1.0)
+    # encode in memory: libsndfile fsyncs real files on close, which costs more than the encoding
+    # when thousands of segments are written; the atomic rename still guards against half-written files
+    buffer = io.BytesIO()
+    sf.write(buffer, data, sample_rate, format="FLAC", subtype="PCM_16")
     with atomic_path(path, suffix=".flac") as tmp:
-        sf.write(str(tmp), data, sample_rate, format="FLAC", subtype="PCM_16")
+        tmp.write_bytes(buffer.getvalue())
     return path

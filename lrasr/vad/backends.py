@@ -6,6 +6,7 @@ needs across calls, so a long recording can be classified without holding it in 
 
 from __future__ import annotations
 
+import functools
 from typing import Protocol
 
 import numpy as np
@@ -57,12 +58,11 @@ class SileroClassifier:
 
     def __init__(self, threshold: float = 0.5):
         import torch
-        from silero_vad import load_silero_vad
 
         self.frame_samples = 512
         self.threshold = float(threshold)
         self._torch = torch
-        self._model = load_silero_vad(onnx=False)
+        self._model = _silero_model()
         self._context = np.zeros(0, dtype=np.float32)
 
     def classify(self, frames: np.ndarray) -> np.ndarray:
@@ -76,6 +76,15 @@ class SileroClassifier:
             probs = self._model.audio_forward(self._torch.from_numpy(audio), SAMPLE_RATE)[0].numpy()
         self._context = audio[-self.CONTEXT_FRAMES * self.frame_samples:].copy()
         return probs[skip: skip + n] >= self.threshold
+
+
+@functools.lru_cache(maxsize=1)
+def _silero_model():
+    """Load once per process: TorchScript re-optimizes a fresh model on its first calls, which costs
+    more than a short file's whole analysis. Safe to share: ``audio_forward`` resets its state."""
+    from silero_vad import load_silero_vad
+
+    return load_silero_vad(onnx=False)
 
 
 def to_int16(wave: np.ndarray) -> np.ndarray:
