@@ -213,3 +213,21 @@ def test_bad_inputs(ctc_folder, tmp_path):
     # the exported model folder still loads with lrasr's own loader
     m, t = load_ctc_model(folder)
     assert t.labels == tok.labels
+
+
+def test_import_transformers_pretraining_model_quantizer_included(tmp_path):
+    cfg = transformers.Wav2Vec2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                      intermediate_size=64, conv_dim=(32,) * 7, num_conv_pos_embeddings=16,
+                                      num_conv_pos_embedding_groups=4, codevector_dim=16, proj_codevector_dim=12,
+                                      num_codevectors_per_group=8, num_codevector_groups=2)
+    torch.manual_seed(5)
+    hf = transformers.Wav2Vec2ForPreTraining(cfg)
+    hf.save_pretrained(str(tmp_path / "hfpre"))
+    ours = Wav2Vec2ForPreTraining(model_config_from(tmp_path / "hfpre", Wav2Vec2Config.preset("tiny")))
+    report = load_pretrained_into(ours, tmp_path / "hfpre")
+    assert report.missing == [] and report.unexpected == []
+    assert torch.equal(ours.quantizer.codevectors, hf.quantizer.codevectors)
+    assert torch.equal(ours.final_proj.weight, hf.project_hid.weight)
+    assert torch.equal(ours.mask_embedding, hf.wav2vec2.masked_spec_embed)
+    # a pretraining checkpoint has no CTC head: fine-tuning builds a new one
+    assert not read_checkpoint(tmp_path / "hfpre").has_head

@@ -179,3 +179,12 @@ def test_bad_inputs(trained, tmp_path):
     rec = load_recipe(write_recipe(tmp_path, empty))
     with pytest.raises(LrasrError, match="no usable utterances.*1 ctc infeasible"):
         run_finetune(rec, device="cpu")
+    # the command line shows such errors as one line and exits 2
+    from typer.testing import CliRunner
+
+    from lrasr.cli import app
+
+    result = CliRunner().invoke(app, ["finetune", str(tmp_path / "recipe0.yaml")])
+    assert result.exit_code == 2 and "no usable utterances" in result.output
+    result = CliRunner().invoke(app, ["export", "--format", "onnx", str(work / "finetune" / "model"), str(tmp_path / "x")])
+    assert result.exit_code == 2 and "unknown export format" in result.output

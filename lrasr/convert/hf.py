@@ -132,8 +132,12 @@ def export_hf(model_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return {"out_dir": str(out_dir), "vocab_size": len(labels), "do_normalize": normalize,
-            "parameters": sum(p.numel() for p in hf_model.parameters())}
+    summary = {"out_dir": str(out_dir), "vocab_size": len(labels), "do_normalize": normalize,
+               "parameters": sum(p.numel() for p in hf_model.parameters())}
+    if "|" not in labels:
+        # sentencepiece pieces: transformers' CTC tokenizer only maps a standalone delimiter to a space
+        summary["note"] = "subword labels: transformers' decode keeps the \u2581 marks; replace them with spaces"
+    return summary
 
 
 def _hf_weight_norm_alias(key: str, target: dict[str, Any]) -> str:
