@@ -96,6 +96,7 @@ def test_tsv_bad_rows_each_named_with_line(tmp_path):
     assert set(train.columns) >= {"id", "audio", "duration", "text", "raw_text", "speaker", "source"}
     assert Path(train["audio"][0]).is_absolute()  # corpora outside the workdir are referenced by absolute path
     assert (rec.workdir / "prepare" / "tokenizer" / "tokenizer.json").is_file()
+    assert (rec.workdir / "prepare" / "labeled.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_missing_column_is_one_error_naming_the_file(tmp_path):
@@ -168,6 +169,10 @@ def test_commonvoice_release_layout(tmp_path):
     assert summary["utterances"] == 2 and rejects.rows[0]["reason"].startswith("duration mismatch")
     train = manifest(rec).set_index("id")
     assert train.loc["c1", "text"] == "అతను రాముడు అన్నాడు" and train.loc["c1", "gender"] == "male"
+    (d / "test.tsv").write_text(header + "\n" + rows[1] + "\n", encoding="utf-8")
+    summary, _ = run(recipe(tmp_path / "t", [{"format": "commonvoice", "path": str(d), "split": "test"}], language="te"))
+    assert summary["test_utterances"] == 1 and summary["train_utterances"] == 0  # the release's own split
+    assert summary["tokenizer"].startswith("not trained")
     with pytest.raises(LrasrError, match="set the corpus's split"):
         prepare_labeled(recipe(tmp_path, [{"format": "commonvoice", "path": str(d), "split": "dev"}], language="te"))
 

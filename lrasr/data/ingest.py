@@ -124,7 +124,16 @@ def ingest_corpus(corpus: LabeledCorpus) -> tuple[list[Item], RejectLog]:
         raise LrasrError(f"labeled corpus ({corpus.format}) not found", corpus.path)
     rejects = RejectLog()
     items = readers[corpus.format](corpus, rejects)
-    if corpus.assign_split:
+    split = corpus.assign_split or corpus_defined_split(corpus)
+    if split:
         for item in items:
-            item.split = corpus.assign_split
+            item.split = split
     return items, rejects
+
+
+def corpus_defined_split(corpus: LabeledCorpus) -> str | None:
+    """The split a corpus's own table names, when the recipe picked that table explicitly
+    (Common Voice ``split: dev``, fairseq ``split: valid``); ``validated``/``other`` and the like: None."""
+    if corpus.format not in ("commonvoice", "fairseq") or "split" not in corpus.model_fields_set:
+        return None
+    return {"train": "train", "dev": "dev", "valid": "dev", "test": "test"}.get((corpus.split or "").lower())

@@ -20,7 +20,7 @@ from lrasr.data.ingest import Item, ingest_corpus, read_lines
 from lrasr.data.ingest_audio import check_all, flac_name, make_job
 from lrasr.data.manifest import RejectLog, relative_audio, write_manifest
 from lrasr.data.splits import SPLITS, SplitInput, assign_splits, split_stats
-from lrasr.report import progress
+from lrasr.report import histograms_png, progress
 from lrasr.text.normalize import Normalizer, describe_char
 from lrasr.text.tokenizer import train_tokenizer
 
@@ -172,6 +172,14 @@ def prepare_labeled(recipe, jobs: int = 1) -> tuple[dict[str, Any], RejectLog]:
             summary[f"{split}_{key}"] = value
     summary["speakers_in_two_splits"] = stats["shared_speakers"]
     summary.update(_tokenizer(recipe, normalizer, rows, out / "tokenizer"))
+    kept_rows = [r for v in rows.values() for r in v]
+    if kept_rows:
+        # characters per second shows transcripts that cannot belong to their audio (far too long/short)
+        histograms_png(out / "labeled.png", {
+            "utterance length (s)": [r["duration"] for r in kept_rows],
+            "characters per second": [len(r["text"]) / max(r["duration"], 1e-3) for r in kept_rows],
+        }, title=f"{recipe.name}: labeled utterances kept")
+        summary["figure"] = str(out / "labeled.png")
     return summary, rejects
 
 
