@@ -217,3 +217,15 @@ def test_pretraining_survives_utterances_shorter_than_a_frame() -> None:
         assert torch.isfinite(out.loss) and (out.num_masked > 0) == expect_masked
         out.loss.backward()
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_bf16_autocast_keeps_the_loss_in_float32() -> None:
+    torch.manual_seed(0)
+    model = Wav2Vec2ForPreTraining(dataclasses.replace(Wav2Vec2Config.preset("tiny"), num_layers=1))
+    wave, lengths = _batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(wave, lengths)
+    assert out.hidden.dtype == torch.bfloat16  # the backbone did run in bf16
+    assert out.logits.dtype == torch.float32 and out.loss.dtype == torch.float32
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -21,9 +21,11 @@ def contrastive_logits(context: Tensor, targets: Tensor, codes: Tensor, negative
     pairwise similarities inside an utterance are one batched matmul [B, M, M] (M is at most a few
     hundred) and the K columns are gathered from it: less memory, the same numbers.
     """
-    c = F.normalize(context.float(), dim=-1)
-    t = F.normalize(targets.float(), dim=-1)
-    sims = torch.bmm(c, t.transpose(1, 2))  # [B, M, M]
+    # float32 even under autocast (bmm would drop to bf16/fp16): logits are scaled by 1/logit_temp = 10
+    with torch.autocast(device_type=context.device.type, enabled=False):
+        c = F.normalize(context.float(), dim=-1)
+        t = F.normalize(targets.float(), dim=-1)
+        sims = torch.bmm(c, t.transpose(1, 2))  # [B, M, M]
     pos = sims.diagonal(dim1=1, dim2=2)[..., None]  # [B, M, 1]
     neg = sims.gather(2, negatives)  # [B, M, K]
     batch, m, k = negatives.shape
