@@ -77,6 +77,21 @@ def test_run_evaluate_writes_results_and_tunes_first(shared_corpora, tmp_path):
     utts = (work / "evaluate" / "lm" / "utterances.tsv").read_text(encoding="utf-8").splitlines()
     assert len(utts) == 7 and utts[0].startswith("id\t")
     assert (work / "evaluate" / "greedy" / "summary.json").is_file()
+    # `lrasr lm tune RECIPE` re-tunes from the recipe file and prints the greedy-vs-LM table
+    import yaml
+    from typer.testing import CliRunner
+
+    from lrasr.cli import app
+
+    (work / "lm" / "tuned.json").unlink()
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(yaml.safe_dump({"name": "t", "language": "ml", "workdir": str(work), "lm": {"order": 3},
+                                           "decode": {"beam_width": 4, "tune_alpha": [0.5], "tune_beta": [1.0]}}),
+                           encoding="utf-8")
+    res = CliRunner().invoke(app, ["lm", "tune", str(recipe_file), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "greedy" in res.output and "beam + LM" in res.output
+    assert json.loads((work / "lm" / "tuned.json").read_text(encoding="utf-8"))["alpha"] == 0.5
 
 
 def test_run_evaluate_without_prepare_says_what_to_do(tmp_path):

@@ -198,3 +198,28 @@ def test_bad_model_folder_and_inputs(tmp_path):
     assert res.exit_code == 2 and "--format" in res.output
     with pytest.raises(LrasrError, match="input not found"):
         expand_inputs([tmp_path / "missing_dir_or_file"])
+
+
+@pytest.mark.shared
+def test_cli_beam_search_with_lm_and_hotword(ml_clips, model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from lrasr.cli import app
+    from lrasr.decode.lm import build_lm
+    from lrasr.recipe import TextConfig
+    from lrasr.text.normalize import Normalizer
+
+    texts = [t for _, t in ml_clips]
+    build_lm(texts, tmp_path / "lm", order=3, normalizer=Normalizer("ml", TextConfig()), language="ml")
+    (tmp_path / "lm" / "tuned.json").write_text('{"alpha": 0.7, "beta": 0.5}', encoding="utf-8")
+    out = tmp_path / "beam.jsonl"
+    res = CliRunner().invoke(app, ["transcribe", "-m", str(model_dir), "--lm", str(tmp_path / "lm"),
+                                   *[str(p) for p, _ in ml_clips[:3]], "--format", "jsonl", "-o", str(out),
+                                   "--beam-width", "8", "--jobs", "2", "--hotword", "ഓണം", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "beam + LM" in res.output
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 3 and all(r["text"] for r in rows)
+    for r in rows:
+        assert " ".join(w["word"] for w in r["words"]) == r["text"]
+        assert all(0.0 <= w["start"] < w["end"] for w in r["words"])

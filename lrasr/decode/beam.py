@@ -211,3 +211,6 @@ class _Done:
 
     def result(self) -> Hypothesis:
         return self.value
+
+    def done(self) -> bool:
+        return True

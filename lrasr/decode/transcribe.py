@@ -9,6 +9,7 @@ window is read. Memory is bounded by one window plus the pending beam searches, 
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -37,7 +38,7 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
             if not found:
                 warn(f"{path}: no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) in this folder")
             out.extend(found)
-        elif path.is_file() and path.suffix.lower() in (".tsv", ".csv") :
+        elif path.is_file() and path.suffix.lower() == ".tsv":
             frame = read_manifest(path, required=("audio",))
             out.extend(audio_paths(frame, path))
         elif path.exists() or path.suffix.lower() in AUDIO_EXTENSIONS:
@@ -126,18 +127,28 @@ class Transcriber:
         results: list[FileResult] = []
         window: list[tuple[_Pending, int, Chunk]] = []
         window_seconds = 0.0
+        outstanding: deque = deque()  # beam searches not yet collected, oldest first
+        # at most this many chunks wait for beam search: bounds the log-probs held in memory
+        max_outstanding = 4 * max(1, getattr(self.decoder, "processes", 1)) + 16
+        heard = 0.0
 
         def run_window() -> None:
-            nonlocal window, window_seconds
+            nonlocal window, window_seconds, heard
             if window:
                 logps = self.acoustic.log_probs([c.wave for _, _, c in window])
                 for (entry, idx, chunk), logp in zip(window, logps):
-                    entry.parts[idx] = (chunk.start, self._decode(logp))
+                    decoded = self._decode(logp)
+                    entry.parts[idx] = (chunk.start, decoded)
+                    if not isinstance(decoded, Hypothesis):
+                        outstanding.append(decoded)
+                    while len(outstanding) > max_outstanding:
+                        outstanding.popleft().result()
                 self.stats.chunks += len(window)
+                heard += window_seconds
             window, window_seconds = [], 0.0
 
         def finish_ready(final: bool = False) -> None:
-            while pending and pending[0].count is not None and (final or len(pending[0].parts) == pending[0].count):
+            while pending and pending[0].count is not None and (final or _complete(pending[0])):
                 entry = pending.pop(0)
                 hyps = [_resolve(entry.parts[i][1]).shifted(entry.parts[i][0]) for i in sorted(entry.parts)]
                 entry.result.hypothesis = merge_hypotheses(hyps)
@@ -145,22 +156,21 @@ class Transcriber:
                 results.append(entry.result)
                 if on_done:
                     on_done(entry.result)
+            while outstanding and outstanding[0].done():
+                outstanding.popleft()
 
         with progress() as bar:
             task = bar.add_task("transcribe", total=len(paths), info="")
-            done_before = 0
             for entry, idx, chunk in self._chunks(paths, pending):
                 window.append((entry, idx, chunk))
                 window_seconds += chunk.seconds
                 if window_seconds >= self.batch_seconds:
                     run_window()
                     finish_ready()
-                if len(results) != done_before:
-                    bar.update(task, completed=len(results), info=f"{self.stats.audio_seconds / 60:.1f} min")
-                    done_before = len(results)
+                    bar.update(task, completed=len(results), info=f"{heard / 60:.1f} min of speech")
             run_window()
             finish_ready(final=True)
-            bar.update(task, completed=len(results), info=f"{self.stats.audio_seconds / 60:.1f} min")
+            bar.update(task, completed=len(results), info=f"{heard / 60:.1f} min of speech")
         self.stats.wall_seconds += time.perf_counter() - start_time
         return results
 
@@ -175,6 +185,12 @@ class Transcriber:
 
 def _resolve(value) -> Hypothesis:
     return value if isinstance(value, Hypothesis) else value.result()
+
+
+def _complete(entry: _Pending) -> bool:
+    """All chunks of a file decoded (without waiting for a beam search still running)."""
+    return len(entry.parts) == entry.count and all(
+        isinstance(v, Hypothesis) or v.done() for _, v in entry.parts.values())
 
 
 def build_transcriber(model_dir: str | Path, lm_dir: str | Path | None = None, decoder: str = "greedy",
