@@ -109,11 +109,13 @@ def run_prepare(recipe, jobs: int | None = None, shard: str | Shard | None = Non
         console.print(summary_table("prepare: unlabeled recordings", _table_rows(un)))
         _histograms(recipe, target, un)
     if summary["labeled"]:
-        console.print(summary_table("prepare: labeled corpora", sorted(summary["labeled"].items()) if isinstance(
-            summary["labeled"], dict) else []))
+        scalars = [(k, v) for k, v in sorted(summary["labeled"].items()) if isinstance(v, (int, float, str))]
+        console.print(summary_table("prepare: labeled corpora", scalars))
     write_json_atomic(target / "report.json", summary)
     if len(rejected):
-        console.print(f"{len(rejected)} input(s)/segment(s) rejected: see {target / 'rejected.tsv'}")
+        kinds = rejected["reason"].astype(str).str.split(":", n=1).str[0].value_counts()
+        detail = ", ".join(f"{kind} {count}" for kind, count in kinds.items())
+        console.print(f"{len(rejected)} rejected ({detail}): see {target / 'rejected.tsv'}")
     usable = (un or {}).get("segments", 0) + _labeled_count(summary["labeled"])
     if usable == 0:
         raise StageError("nothing usable was produced (see rejected.tsv for why)", target / "rejected.tsv")

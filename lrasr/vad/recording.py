@@ -20,7 +20,7 @@ from lrasr.vad.backends import to_int16
 from lrasr.vad.quality import clipping_ratio, wada_snr
 from lrasr.vad.segmenter import Segment, segment_stream
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # bump when a record's meaning or reason texts change
 
 
 def safe_stem(path: Path) -> str:
@@ -94,13 +94,13 @@ def process_recording(source: str, out_dir: str, vad: dict[str, Any], filters: d
     except AudioError as exc:
         decoded = record["duration"]
         kept = sum(1 for s in record["segments"] if s["reject"] is None)
-        record["problems"].append({"reason": f"decoding failed after {decoded:.1f} s of {info.duration:.1f} s: "
+        record["problems"].append({"reason": f"decoding failed: after {decoded:.1f} s of {info.duration:.1f} s, "
                                              f"{_reason(exc, path)} (kept {kept} segments before it)",
                                    "start": round(decoded, 3)})
     if decoded == 0.0 and not record["problems"]:
         record["problems"].append({"reason": "empty audio: no samples decoded"})
     elif not record["segments"] and not record["problems"]:
-        record["problems"].append({"reason": f"no speech found by VAD ({vad_cfg.backend}) in {decoded:.1f} s",
+        record["problems"].append({"reason": f"no speech: VAD ({vad_cfg.backend}) found none in {decoded:.1f} s",
                                    "start": 0.0, "end": round(decoded, 3)})
     return record
 
