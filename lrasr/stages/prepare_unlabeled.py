@@ -235,6 +235,8 @@ def prepare_unlabeled(recipe, jobs: int = 1, shard: tuple[int, int] | None = Non
     if shard is not None:
         index, count = shard
         inputs = inputs[index::count]
+        if index != 0:  # unusable corpus paths are reported once, by shard 0
+            rejects = RejectLog()
     if ignored:
         warn(f"{ignored} file(s) under corpora.unlabeled skipped: extension not in the corpus's `extensions`")
     settings = settings_fingerprint(recipe)
