@@ -81,8 +81,12 @@ def export_hf(model_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     Returns a summary (vocab size, parameters, do_normalize). The folder is written beside
     ``out_dir`` and renamed onto it at the end, so a failure never leaves a half-written export.
     """
-    from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor,
-                              Wav2Vec2ForCTC, Wav2Vec2Processor)
+    try:
+        from transformers import (Wav2Vec2Config, Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor,
+                                  Wav2Vec2ForCTC, Wav2Vec2Processor)
+    except ImportError:
+        raise LrasrError("export --format hf needs the transformers package: pip install 'transformers>=4.40'",
+                         model_dir) from None
 
     from lrasr.convert.checkpoint import read_checkpoint
 

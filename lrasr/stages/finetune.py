@@ -270,13 +270,18 @@ def run_finetune(recipe: Any, device: str | None = None, resume: bool = True, ma
         raise StageError(f"the train split has no usable utterances ({_reasons(rejects)}); see {out / 'skipped.tsv'}",
                          prep / "train" / "manifest.tsv")
     dev_manifest = prep / "dev" / "manifest.tsv"
+    dev_unscored = 0
     dev_rows, dev_targets = (usable_split(dev_manifest, tokenizer, model.cfg, RejectLog(), "dev")
                              if dev_manifest.is_file() else (None, {}))
     if dev_rows is not None and len(dev_rows):
         # every dev utterance with a transcript is scored (infeasible ones only skip the dev loss)
         full = read_manifest(dev_manifest, required=("id", "audio", "duration", "text"))
         full["audio"] = [str(p) for p in audio_paths(full, dev_manifest)]
-        dev_rows = full[full["text"].astype(str).str.strip() != ""].reset_index(drop=True)
+        has_text = full["text"].astype(str).str.strip() != ""
+        if not has_text.all():
+            warn(f"{int((~has_text).sum())} dev utterance(s) without a transcript are not scored")
+        dev_rows = full[has_text].reset_index(drop=True)
+        dev_unscored = int((~has_text).sum())
     else:
         warn("no usable dev utterances: no dev evaluation, the last weights are kept")
         dev_rows = None
@@ -315,6 +320,7 @@ def run_finetune(recipe: Any, device: str | None = None, resume: bool = True, ma
         write_report(report, out / "dev")
         summary.update({k: (None if v != v else v) for k, v in metrics.items()})
         summary["dev_utterances"] = len(dev_rows)
+        summary["dev_without_transcript"] = dev_unscored
     write_json_atomic(out / "summary.json", summary)
     return summary
 
