@@ -125,6 +125,11 @@ def test_csv_with_quotes_gender_and_flac_rewrite(tmp_path):
         assert not Path(rel).is_absolute() and path.suffix == ".flac"
         info = sf.info(str(path))
         assert info.samplerate == 16000 and info.channels == 1 and abs(info.duration - 1.0) < 0.01
+    # a second run reuses the FLAC files it finds instead of decoding again
+    flacs = sorted((rec.workdir / "prepare" / "labeled_audio").glob("*.flac"))
+    stamps = [p.stat().st_mtime_ns for p in flacs]
+    again, _ = run(rec)
+    assert again["utterances"] == 2 and [p.stat().st_mtime_ns for p in flacs] == stamps
 
 
 def test_kaldi_segments_pipes_and_untranscribed(tmp_path):
