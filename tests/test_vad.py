@@ -182,3 +182,17 @@ def test_clipping_ratio(shared_corpora):
     clipped = np.clip(speech * 20, -1, 1)
     assert clipping_ratio(clipped) > 0.01
     assert clipping_ratio(np.zeros(0)) == 0.0
+
+
+def test_each_filter_can_be_switched_off():
+    from lrasr.recipe import FilterConfig
+    from lrasr.vad.recording import judge
+
+    vad = VadConfig(min_seconds=1.0, max_seconds=15.0)
+    on = FilterConfig(min_snr_db=15.0, max_clipping=0.001)
+    off = FilterConfig(min_snr_db=None, max_clipping=None)
+    assert judge(0.5, 30.0, 0.0, vad, on).startswith("too short")
+    assert judge(5.0, 30.0, 0.01, vad, on).startswith("clipped")
+    assert judge(5.0, 8.0, 0.0, vad, on).startswith("low snr")
+    assert judge(5.0, 30.0, 0.0, vad, on) is None
+    assert judge(5.0, 8.0, 0.5, vad, off) is None

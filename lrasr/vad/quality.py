@@ -44,7 +44,12 @@ def _wada_table(samples: int = 200_000, seed: int = 20080314) -> tuple[np.ndarra
 
 
 def wada_snr(wave: np.ndarray) -> float:
-    """Estimated SNR in dB of [T] audio, clamped to [-20, 100]; silence returns -20."""
+    """Estimated SNR in dB of [T] audio, clamped to [-20, 100]; silence returns -20.
+
+    Clean studio or denoised speech (long near-silent stretches) is peakier than the Gamma model, so
+    it reads as the top of the range: 100 means "cleaner than the model can tell", not a measurement.
+    The useful resolution is between about 0 and 35 dB, where filter thresholds sit.
+    """
     x = np.asarray(wave, dtype=np.float64)
     if x.size == 0 or not np.any(np.abs(x) > _EPS):
         return SNR_MIN_DB
