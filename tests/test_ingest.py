@@ -283,3 +283,19 @@ def test_sentencepiece_uses_text_corpus_when_asked(tmp_path):
 
     tok = load_tokenizer(rec.workdir / "prepare" / "tokenizer")
     assert tok.unk_id not in tok.encode(ML[5])  # characters seen only in the text corpus are covered
+
+
+def test_explicit_split_lists_in_prepare(tmp_path):
+    d = tmp_path / "c"
+    for i in range(4):
+        tone(d / f"u{i}.wav", 0.5)
+    (d / "t.tsv").write_text("path\ttext\tspeaker\n" + "".join(f"u{i}.wav\t{ML[i]}\ts{i}\n" for i in range(4)),
+                             encoding="utf-8")
+    (tmp_path / "train.txt").write_text("u0\nu1\n", encoding="utf-8")
+    (tmp_path / "test.txt").write_text("u2\n", encoding="utf-8")
+    rec = recipe(tmp_path, [{"format": "tsv", "path": str(d / "t.tsv")}],
+                 split={"lists": {"train": str(tmp_path / "train.txt"), "test": str(tmp_path / "test.txt")}})
+    summary, rejects = run(rec)
+    assert (summary["train_utterances"], summary["dev_utterances"], summary["test_utterances"]) == (2, 0, 1)
+    assert [(r["id"], r["reason"].split(" (")[0]) for r in rejects.rows] == [("u3", "not in any split list")]
+    assert manifest(rec, "test")["id"].tolist() == ["u2"] and manifest(rec, "dev").empty
