@@ -85,11 +85,15 @@ def test_pretrain_stage_end_to_end(tmp_path, speech_dir):
     recipe2 = load_recipe(_recipe(tmp_path / "b", speech_dir, max_steps=1, init_from=str(out / "model")))
     summary2 = run_pretrain(recipe2)
     assert summary2["init_from"]["loaded"] > 10 and not summary2["init_from"]["missing"]
-    # a model of another shape is refused, naming the parameters
+    # continued pretraining takes the checkpoint's architecture whatever pretrain.model says
     recipe3 = load_recipe(_recipe(tmp_path / "c", speech_dir, max_steps=1, init_from=str(out / "model"),
-                                  model={"preset": "tiny", "embed_dim": 96, "num_heads": 2, "pos_conv_groups": 16}))
-    with pytest.raises(LrasrError, match="other shapes"):
-        run_pretrain(recipe3)
+                                  model={"preset": "base", "num_negatives": 20}))
+    summary3 = run_pretrain(recipe3)
+    assert not summary3["init_from"]["missing"] and summary3["chance_accuracy"] == pytest.approx(1 / 21)
+    assert load_model_dir(recipe3.workdir / "pretrain" / "model").cfg.embed_dim == model.cfg.embed_dim == 128
+    bad = load_recipe(_recipe(tmp_path / "d", speech_dir, init_from=str(tmp_path / "nowhere")), check_paths=False)
+    with pytest.raises(LrasrError, match="init_from does not exist"):
+        run_pretrain(bad)
 
 
 def test_pretrain_without_prepared_audio_says_what_to_run(tmp_path):

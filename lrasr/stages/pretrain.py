@@ -96,11 +96,24 @@ def _manifests(recipe: Any) -> list[Path]:
 
 
 def build_model(recipe: Any) -> torch.nn.Module:
-    """``Wav2Vec2ForPreTraining`` from ``pretrain.model`` with the recipe's ``feature_grad_mult``."""
+    """``Wav2Vec2ForPreTraining`` from ``pretrain.model`` with the recipe's ``feature_grad_mult``.
+
+    With ``pretrain.init_from`` (continued pretraining) the architecture is the checkpoint's own, so a
+    released model loads without restating its shape; ``pretrain.model`` supplies everything else
+    (masking, losses, dropouts, quantizer settings the checkpoint does not carry).
+    """
     from lrasr.model.config import Wav2Vec2Config
     from lrasr.model.pretraining import Wav2Vec2ForPreTraining
 
     cfg = Wav2Vec2Config.from_recipe(recipe.pretrain.model)
+    source = recipe.pretrain.init_from
+    if source is not None:
+        from lrasr.convert.checkpoint import model_config_from
+
+        if not Path(source).exists():
+            raise StageError("pretrain.init_from does not exist (a transformers folder, a fairseq .pt or an "
+                             "lrasr model folder)", source)
+        cfg = model_config_from(source, cfg)
     cfg.feature_grad_mult = recipe.pretrain.feature_grad_mult
     torch.manual_seed(recipe.seed)  # the same initial weights for the same recipe
     return Wav2Vec2ForPreTraining(cfg)
@@ -109,11 +122,19 @@ def build_model(recipe: Any) -> torch.nn.Module:
 def init_weights(model: torch.nn.Module, source: Path) -> dict[str, Any]:
     """Continued pretraining: load a transformers folder, fairseq .pt or lrasr folder by parameter name."""
     from lrasr.convert import load_pretrained_into
+    from lrasr.report import warn
 
-    if not Path(source).exists():
-        raise StageError("pretrain.init_from does not exist", source)
     report = load_pretrained_into(model, source)
+    if env_is_main() and any(name.startswith("quantizer.") for name in report.missing):
+        warn(f"{source}: the checkpoint has no quantizer (a fine-tuned or feature-only model); the quantizer "
+             "starts from random weights")
     return report.summary()
+
+
+def env_is_main() -> bool:
+    from lrasr.train.distributed import env_info
+
+    return env_info().is_main
 
 
 def run_pretrain(recipe: Any, device: str | None = None, resume: bool = True, max_steps: int | None = None) -> dict:

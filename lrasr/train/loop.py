@@ -50,6 +50,8 @@ Optional task hooks (looked up with ``getattr``):
   the weights of the best evaluation in ``out_dir/checkpoints/best/`` (model.safetensors + best.json
   with step and metrics) and stops early after ``cfg.early_stopping`` evaluations without
   improvement (when that field exists and is set).
+- ``task.should_stop(step: int) -> bool`` -- asked on rank 0 after every update (and broadcast):
+  True ends training there, with a final checkpoint (time budgets, external signals).
 - ``task.seed: int`` -- seeds the epoch plans (order, crops) and the per-update RNG (default 0).
 - ``task.name: str`` -- shown on the progress bar and the curves' title.
 - ``task.param_groups(model) -> list[dict]`` -- custom optimizer parameter groups (default: one group
@@ -329,6 +331,9 @@ def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device |
                 logger.advance(counters.step)
             if eval_every and (counters.step % eval_every == 0 or final):
                 stopped_early = evaluate()
+            if hasattr(task, "should_stop") and not final:
+                stopped_early = D.broadcast_flag(bool(task.should_stop(counters.step)) if info.is_main else False,
+                                                 info, device) or stopped_early
             if counters.step % cfg.save_every == 0:
                 save()
             if final or stopped_early:
