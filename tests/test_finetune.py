@@ -188,3 +188,12 @@ def test_bad_inputs(trained, tmp_path):
     assert result.exit_code == 2 and "no usable utterances" in result.output
     result = CliRunner().invoke(app, ["export", "--format", "onnx", str(work / "finetune" / "model"), str(tmp_path / "x")])
     assert result.exit_code == 2 and "unknown export format" in result.output
+
+
+def test_default_peak_lr_follows_model_width(trained):
+    from lrasr.recipe import FinetuneConfig
+
+    assert FinetuneConfig().peak_lr(128) == 5e-4  # tiny: short CPU runs
+    assert FinetuneConfig().peak_lr(768) == 5e-5  # base/large: the paper's value
+    assert FinetuneConfig(lr=1e-3).peak_lr(768) == 1e-3
+    assert trained[3]["lr"] == 2e-3  # the recipe's own value is what trained

@@ -296,7 +296,8 @@ def run_finetune(recipe: Any, device: str | None = None, resume: bool = True, ma
     task = FinetuneTask(model, tokenizer, dataset, targets, freeze, recipe.seed, f.metric, dev_rows, dev_targets,
                         _normalizer(recipe), eval_batch_seconds=f.max_device_batch_seconds,
                         freeze_feature_encoder=not scratch)
-    result = train(task, f, out, device=device, resume=resume, max_steps=total)
+    train_cfg = f.model_copy(update={"lr": f.peak_lr(model.cfg.embed_dim)})
+    result = train(task, train_cfg, out, device=device, resume=resume, max_steps=total)
 
     if not env_info().is_main:  # under torchrun only rank 0 writes the model and reports
         return {"steps": result.steps, "rank": env_info().rank}
@@ -312,7 +313,7 @@ def run_finetune(recipe: Any, device: str | None = None, resume: bool = True, ma
         "train_utterances": len(train_rows), "train_hours": round(float(train_rows["duration"].sum()) / 3600, 4),
         "skipped": rejects.counts(), "loader_skipped": dict(getattr(dataset, "skipped", {})),
         "nonfinite_skipped": result.nonfinite_skipped, "init_from": init["init_from"],
-        "train_loss": result.final_metrics.get("loss"), "cpu_minutes": round((time.process_time() - started) / 60, 2),
+        "lr": train_cfg.lr, "train_loss": result.final_metrics.get("loss"), "cpu_minutes": round((time.process_time() - started) / 60, 2),
         "model": str(out / "model"),
     }
     if dev_rows is not None:
