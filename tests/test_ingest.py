@@ -297,5 +297,5 @@ def test_explicit_split_lists_in_prepare(tmp_path):
                  split={"lists": {"train": str(tmp_path / "train.txt"), "test": str(tmp_path / "test.txt")}})
     summary, rejects = run(rec)
     assert (summary["train_utterances"], summary["dev_utterances"], summary["test_utterances"]) == (2, 0, 1)
-    assert [(r["id"], r["reason"].split(" (")[0]) for r in rejects.rows] == [("u3", "not in any split list")]
+    assert [(r["id"], r["reason"].split(":")[0]) for r in rejects.rows] == [("u3", "not in any split list")]
     assert manifest(rec, "test")["id"].tolist() == ["u2"] and manifest(rec, "dev").empty
