@@ -149,7 +149,8 @@ def prepare_labeled(recipe, jobs: int = 1) -> tuple[dict[str, Any], RejectLog]:
     by_id = {r["id"]: r for r in kept}
     for uid in left_out:
         r = by_id[uid]
-        rejects.add(r["source"], "not in any split list: prepare.split.lists has a train list and this id is in none", line=r["line"], id=uid)
+        rejects.add(r["source"], "not in any split list: prepare.split.lists has a train list and this id is in none",
+                    line=r["line"], id=uid)
     rows: dict[str, list[dict[str, Any]]] = {s: [] for s in SPLITS}
     for r in kept:
         if r["id"] in placed:
