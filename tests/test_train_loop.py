@@ -122,3 +122,26 @@ def test_evaluate_hook_keeps_best_and_stops_early(manifest, tmp_path):
     assert best["step"] == 4 and (tmp_path / "checkpoints" / "best" / "model.safetensors").is_file()
     rows = {r["step"]: r for r in read_metrics_csv(tmp_path / "metrics.csv")}
     assert rows[4]["dev_err"] == 0.5 and "loss" in rows[4]
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_mixed_precision_paths(manifest, tmp_path, monkeypatch, precision):
+    """The CUDA precisions, exercised on the CPU: autocast runs, fp16 uses a GradScaler that is saved."""
+    import lrasr.train.loop as loop
+
+    assert loop.resolve_precision("auto", torch.device("cpu")) == "fp32"  # CPU training stays float32
+    monkeypatch.setattr(loop, "resolve_precision", lambda p, d: precision)
+    dtypes = []
+    task = RegressionTask(manifest)
+    original = task.compute_loss
+
+    def spy(model, batch, step):
+        dtypes.append(model(batch.waveforms).dtype)
+        return original(model, batch, step)
+
+    task.compute_loss = spy
+    result = train(task, small_cfg(max_steps=3, save_every=100), tmp_path, resume=False)
+    assert result.steps == 3 and torch.isfinite(flat_weights(task.model)).all()
+    assert set(dtypes) == {torch.float16 if precision == "fp16" else torch.bfloat16}
+    state = torch.load(result.checkpoint / "state.pt", weights_only=True)
+    assert bool(state["scaler"]) == (precision == "fp16")

@@ -211,7 +211,7 @@ def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device |
                                   weight_decay=cfg.weight_decay)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     lr_mult: Callable[[int], float] = getattr(task, "lr_multiplier", None) or from_config(cfg, total_steps)
-    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     counters = _Counters()
     if resume and (folder := ckpt.latest_checkpoint(out_dir)) is not None:
         state = ckpt.load_checkpoint(folder, model, device)
@@ -403,6 +403,8 @@ def _update(task: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
     if scaler is not None:
         scaler.step(optimizer)  # skips by itself when fp16 gradients overflowed; the scale adapts
         scaler.update()
+        if not math.isfinite(grad_norm):  # an overflow while the scale searches: normal, not a NaN loss
+            grad_norm = 0.0
     elif not math.isfinite(grad_norm):
         optimizer.zero_grad(set_to_none=True)
         out["skipped"] = True
