@@ -67,7 +67,12 @@ def child(mode: str, audio: str, workdir: str) -> None:
     from lrasr.recipe import Recipe, VadConfig
     from lrasr.vad.backends import WebrtcClassifier
 
+    from lrasr.report import console
+    from lrasr.stages.prepare import run_prepare
+
+    console.quiet = True
     seconds = probe(audio).duration
+    # imports happen before the clock starts in both modes: they are start-up, not processing
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0, c0 = time.perf_counter(), time.process_time()
     if mode == "floor":
@@ -82,10 +87,6 @@ def child(mode: str, audio: str, workdir: str) -> None:
             pending = data[n * vad.frame_samples:]
         extra = {"speech_frames": speech}
     else:
-        from lrasr.report import console
-        from lrasr.stages.prepare import run_prepare
-
-        console.quiet = True
         recipe = Recipe.model_validate({"name": "bench", "language": "ml", "workdir": workdir,
                                         "corpora": {"unlabeled": [{"path": audio}]}})
         summary = run_prepare(recipe)["unlabeled"]
