@@ -71,7 +71,11 @@ def build_backbone(cfg: Wav2Vec2Config, aux_num_out: int | None = None) -> Wav2V
         new = KeyPaddingSelfAttention(old.embed_dim, old.num_heads, old.dropout)
         new.load_state_dict(old.state_dict())
         layer.attention = new
-    aux = nn.Linear(cfg.embed_dim, aux_num_out) if aux_num_out is not None else None
+    aux = None
+    if aux_num_out is not None:
+        aux = nn.Linear(cfg.embed_dim, aux_num_out)
+        nn.init.xavier_uniform_(aux.weight)  # fairseq's CTC projection init
+        nn.init.zeros_(aux.bias)
     model = Wav2Vec2Model(extractor, encoder, aux)
     init_backbone_(model)
     return model
