@@ -159,3 +159,19 @@ def test_truncated_wav_decodes_what_is_there_or_fails_cleanly(tmp_path, speech_w
     else:
         full = load(speech_wav)
         assert 0.3 * full.size < wave.size <= 0.6 * full.size
+
+
+def test_damaged_flac_yields_the_audio_before_the_damage(tmp_path, speech_wav):
+    wave = load(speech_wav)
+    long = np.tile(wave, 4)
+    sf.write(tmp_path / "ok.flac", long, 16000)
+    data = (tmp_path / "ok.flac").read_bytes()
+    (tmp_path / "cut.flac").write_bytes(data[: len(data) // 2])
+    got = []
+    with pytest.raises(AudioError, match="damaged or truncated") as err:
+        for block in iter_blocks(tmp_path / "cut.flac", block_seconds=60.0):
+            got.append(block)
+    assert str(tmp_path / "cut.flac") in str(err.value)
+    decoded = np.concatenate(got)
+    assert 0.25 * long.size < decoded.size < 0.6 * long.size
+    np.testing.assert_allclose(decoded[:16000], long[:16000], atol=1e-3)

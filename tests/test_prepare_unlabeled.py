@@ -86,6 +86,9 @@ def corpus(tmp_path_factory, shared_corpora):
     other = utterance_mix(work, seed=1, gap=0.9)
     sf.write(work / "other.wav", other, SR)
     ffmpeg(work / "other.wav", raw / "other.webm", "-c:a", "libopus", "-ar", "48000")
+    sf.write(work / "other2.flac", np.tile(other, 2), SR)
+    data = (work / "other2.flac").read_bytes()
+    (raw / "truncated.flac").write_bytes(data[: len(data) // 2])  # FLAC loses sync half-way
     data = (raw / "talk.wav").read_bytes()
     (raw / "truncated.wav").write_bytes(data[: len(data) // 3])
     (raw / "empty.wav").touch()
@@ -150,6 +153,10 @@ def test_every_bad_input_has_a_readable_reason(corpus):
     truncated = str(corpus["raw"] / "truncated.wav")
     # a truncated file is either decoded as far as it goes or rejected with a reason
     assert truncated in set(manifest["source"]) or truncated in set(rejected["source"])
+    damaged = str(corpus["raw"] / "truncated.flac")
+    damaged_rows = rejected[(rejected["source"] == damaged) & rejected["id"].isna()]  # file-level rows
+    assert len(damaged_rows) == 1 and damaged_rows["reason"].iloc[0].startswith("decoding failed: stopped after")
+    assert (manifest["source"] == damaged).sum() >= 2  # the audio before the damage is used
     assert "readme.txt" not in reasons
     assert corpus["summary"]["unlabeled"]["files_ignored_other_extensions"] == 1
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -64,8 +65,11 @@ def _torchcodec_decoder(path: Path, sample_rate: int | None = None):
 
 
 def _short(exc: BaseException) -> str:
+    """First line of a library's message, without C++ source locations, at most 200 characters."""
     text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    return re.sub(r"^\w+, \S+\.(?:cpp|cc|c|h):\d+, ", "", text[0]).strip()[:200]
 
 
 def probe(path: str | Path) -> AudioInfo:
@@ -143,19 +147,23 @@ def iter_blocks(path: str | Path, block_seconds: float = 60.0, sample_rate: int 
     period_in, period_out = rate // g, sample_rate // g
     block = max(1, int(block_seconds * rate) // period_in) * period_in
     margin = max(1, int(0.05 * rate) // period_in + 1) * period_in  # 50 ms of filter context
+    failure: list[BaseException] = []
     try:
         with sf.SoundFile(str(path)) as handle:
-            yield from _iter_blocks_sequential(handle, block, margin, period_in, period_out, sample_rate)
+            yield from _iter_blocks_sequential(handle, block, margin, period_in, period_out, sample_rate, failure)
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise AudioError(f"decoding failed ({_short(exc)})", path) from None
+    if failure:
+        raise AudioError(f"damaged or truncated: {_short(failure[0])}", path)
 
 
 def _iter_blocks_sequential(handle: sf.SoundFile, block: int, margin: int, period_in: int, period_out: int,
-                            sample_rate: int) -> Iterator[np.ndarray]:
+                            sample_rate: int, failure: list[BaseException]) -> Iterator[np.ndarray]:
     """Read the file front to back once, keeping ``margin`` input samples of context around blocks.
 
     No seeking: compressed formats (Opus, MP3) do not decode sample-exactly after a seek, and
-    re-decoding the margins would cost time.
+    re-decoding the margins would cost time. Reads go in pieces of about a second so a truncated or
+    corrupt file yields everything before the damage; the error is then put in ``failure``.
     """
     rate = handle.samplerate
     total = handle.frames
@@ -166,9 +174,9 @@ def _iter_blocks_sequential(handle: sf.SoundFile, block: int, margin: int, perio
         hi = min(total, first + block + margin)
         want = hi - (data_lo + data.size)
         if want > 0:
-            chunk = _to_mono(handle.read(want, dtype="float32", always_2d=True))
+            chunk = _read_pieces(handle, want, rate, failure)
             data = np.concatenate([data, chunk])
-            if chunk.size < want:  # the header promised more than the file holds
+            if chunk.size < want:  # the header promised more than the file holds, or it is damaged
                 total = data_lo + data.size
                 hi = total
                 if first >= total:
@@ -182,6 +190,23 @@ def _iter_blocks_sequential(handle: sf.SoundFile, block: int, margin: int, perio
         drop = max(0, first - margin) - data_lo
         if drop > 0:
             data, data_lo = data[drop:], data_lo + drop
+
+
+def _read_pieces(handle: sf.SoundFile, want: int, piece: int, failure: list[BaseException]) -> np.ndarray:
+    """Up to ``want`` mono samples, read ``piece`` at a time; stops early at the end or a decoding error."""
+    parts, got = [], 0
+    while got < want:
+        n = min(piece, want - got)
+        try:
+            chunk = _to_mono(handle.read(n, dtype="float32", always_2d=True))
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            failure.append(exc)
+            break
+        parts.append(chunk)
+        got += chunk.size
+        if chunk.size < n:
+            break
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
 def _iter_blocks_torchcodec(path: Path, info: AudioInfo, block_seconds: float, sample_rate: int) -> Iterator[np.ndarray]:

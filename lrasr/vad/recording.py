@@ -85,18 +85,16 @@ def process_recording(source: str, out_dir: str, vad: dict[str, Any], filters: d
     # a rerun after a crash must not mix stale or half-written files with new ones
     if seg_dir.exists():
         shutil.rmtree(seg_dir)
-    decoded = 0
-    try:
-        blocks = _counting(iter_blocks(path, vad_cfg.block_seconds), record)
-        for index, seg in enumerate(segment_stream(blocks, vad_cfg)):
-            record["segments"].append(_handle_segment(seg, index, name, seg_dir, vad_cfg, filter_cfg))
-        decoded = record["duration"]
-    except AudioError as exc:
-        decoded = record["duration"]
+    failure: list[AudioError] = []
+    blocks = _counting(iter_blocks(path, vad_cfg.block_seconds), record, failure)
+    for index, seg in enumerate(segment_stream(blocks, vad_cfg)):
+        record["segments"].append(_handle_segment(seg, index, name, seg_dir, vad_cfg, filter_cfg))
+    decoded = record["duration"]
+    if failure:
         kept = sum(1 for s in record["segments"] if s["reject"] is None)
-        record["problems"].append({"reason": f"decoding failed: after {decoded:.1f} s of {info.duration:.1f} s, "
-                                             f"{_reason(exc, path)} (kept {kept} segments before it)",
-                                   "start": round(decoded, 3)})
+        record["problems"].append({"reason": f"decoding failed: stopped after {decoded:.1f} s of {info.duration:.1f} s "
+                                             f"({_reason(failure[0], path)}); kept {kept} segment(s) before it",
+                                   "start": round(decoded, 3), "end": round(info.duration, 3)})
     if decoded == 0.0 and not record["problems"]:
         record["problems"].append({"reason": "empty audio: no samples decoded"})
     elif not record["segments"] and not record["problems"]:
@@ -105,11 +103,15 @@ def process_recording(source: str, out_dir: str, vad: dict[str, Any], filters: d
     return record
 
 
-def _counting(blocks, record: dict[str, Any]):
-    """Pass blocks through while adding their length to record['duration']."""
-    for block in blocks:
-        record["duration"] += block.size / 16_000
-        yield block
+def _counting(blocks, record: dict[str, Any], failure: list[AudioError]):
+    """Pass blocks through, adding their length to record['duration']; a decoding error ends the
+    stream normally (so the open segment still closes) and is kept in ``failure``."""
+    try:
+        for block in blocks:
+            record["duration"] += block.size / 16_000
+            yield block
+    except AudioError as exc:
+        failure.append(exc)
 
 
 def _handle_segment(seg: Segment, index: int, name: str, seg_dir: Path, vad: VadConfig,
