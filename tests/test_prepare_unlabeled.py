@@ -154,7 +154,7 @@ def test_every_bad_input_has_a_readable_reason(corpus):
     # a truncated file is either decoded as far as it goes or rejected with a reason
     assert truncated in set(manifest["source"]) or truncated in set(rejected["source"])
     damaged = str(corpus["raw"] / "truncated.flac")
-    damaged_rows = rejected[(rejected["source"] == damaged) & rejected["id"].isna()]  # file-level rows
+    damaged_rows = rejected[(rejected["source"] == damaged) & (rejected["id"] == "")]  # file-level rows
     assert len(damaged_rows) == 1 and damaged_rows["reason"].iloc[0].startswith("decoding failed: stopped after")
     assert (manifest["source"] == damaged).sum() >= 2  # the audio before the damage is used
     assert "readme.txt" not in reasons
@@ -181,7 +181,7 @@ def test_speech_kept_plus_rejected_equals_speech_found(corpus):
                    corpus["shared"] / REAL[0], corpus["shared"] / REAL[1]]:
         found = sum(s.duration for s in segment_stream(iter_blocks(source, 60.0), recipe.prepare.vad))
         kept = manifest.loc[manifest["source"] == str(source), "duration"].sum()
-        rej = rejected[(rejected["source"] == str(source)) & rejected["start"].notna() & rejected["id"].notna()]
+        rej = rejected[(rejected["source"] == str(source)) & rejected["start"].notna() & (rejected["id"] != "")]
         assert abs(kept + (rej["end"] - rej["start"]).sum() - found) < 0.01, source
     acc = corpus["summary"]["unlabeled"]["speech_accounting"]
     assert acc["balanced"] and acc["rejected_h"] > 0
