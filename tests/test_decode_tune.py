@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from lrasr.decode.beam import BeamDecoder
@@ -92,6 +92,14 @@ def test_run_evaluate_writes_results_and_tunes_first(shared_corpora, tmp_path):
     assert res.exit_code == 0, res.output
     assert "greedy" in res.output and "beam + LM" in res.output
     assert json.loads((work / "lm" / "tuned.json").read_text(encoding="utf-8"))["alpha"] == 0.5
+    # evaluate reuses weights tuned for this model and LM ...
+    run_evaluate(recipe, device="cpu")
+    assert json.loads((work / "results.json").read_text(encoding="utf-8"))["lm"]["alpha"] == 0.5
+    # ... and tunes again once the model has changed
+    weights = work / "finetune" / "model" / "model.safetensors"
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
+    run_evaluate(recipe, device="cpu")
+    assert len(json.loads((work / "lm" / "tuned.json").read_text(encoding="utf-8"))["grid"]) == 4
 
 
 def test_run_evaluate_without_prepare_says_what_to_do(tmp_path):

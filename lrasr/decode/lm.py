@@ -19,7 +19,7 @@ import tempfile
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from lrasr.errors import LrasrError
 from lrasr.io import atomic_path, write_json_atomic
@@ -31,8 +31,6 @@ UNIGRAMS = "unigrams.txt"
 LM_INFO = "lm.json"
 KENLM_APT = ("cmake build-essential libboost-program-options-dev libboost-system-dev "
              "libboost-thread-dev libboost-test-dev zlib1g-dev libbz2-dev liblzma-dev")
-
-Normalize = Callable[[str], "tuple[str, set[str]] | str"]
 
 
 class KenlmMissing(LrasrError):

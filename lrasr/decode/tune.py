@@ -16,7 +16,7 @@ from lrasr.audio.decode import AudioError
 from lrasr.decode.chunking import iter_chunks
 from lrasr.decode.greedy import greedy_hypothesis
 from lrasr.decode.types import Hypothesis, merge_hypotheses
-from lrasr.errors import LrasrError, StageError
+from lrasr.errors import StageError
 from lrasr.io import write_json_atomic
 from lrasr.report import progress, warn
 
@@ -121,9 +121,11 @@ class TuneResult:
     dev_lm: dict
     grid: list[dict]
 
+    inputs: dict = field(default_factory=dict)
+
     def to_json(self) -> dict:
         return {"alpha": self.alpha, "beta": self.beta, "dev_greedy": self.dev_greedy, "dev_lm": self.dev_lm,
-                "grid": self.grid}
+                "grid": self.grid, "inputs": self.inputs}
 
     def table_rows(self) -> list[tuple]:
         rows = [("greedy", None, None, self.dev_greedy["wer"], self.dev_greedy["cer"])]
@@ -153,7 +155,6 @@ def tune_recipe(recipe, device: str | None = None, acoustic=None) -> TuneResult:
     writes ``<workdir>/lm/tuned.json``."""
     from lrasr.decode.acoustic import AcousticModel
     from lrasr.decode.beam import BeamDecoder
-    from lrasr.decode.chunking import vad_segmenter
     from lrasr.decode.transcribe import default_processes
 
     lm = lm_dir(recipe)
@@ -169,8 +170,38 @@ def tune_recipe(recipe, device: str | None = None, acoustic=None) -> TuneResult:
     with BeamDecoder(acoustic.tokenizer, lm, alpha=cfg.alpha, beta=cfg.beta, beam_width=cfg.beam_width,
                      processes=default_processes()) as decoder:
         result = tune(cached, acoustic.tokenizer, decoder, cfg.tune_alpha, cfg.tune_beta, _normalizer(recipe))
+    result.inputs = tuning_inputs(recipe)
     write_json_atomic(lm / "tuned.json", result.to_json())
     return result
+
+
+def tuning_inputs(recipe) -> dict:
+    """Size and modification time of what tuned weights depend on: model weights, LM, dev split."""
+    out = {}
+    for name, path in (("model", model_dir(recipe) / "model.safetensors"), ("lm", lm_dir(recipe) / "lm.bin"),
+                       ("dev", recipe.workdir / "prepare" / "dev" / "manifest.tsv")):
+        if path.is_file():
+            st = path.stat()
+            out[name] = f"{st.st_size}:{st.st_mtime_ns}"
+    return out
+
+
+def load_tuned(recipe) -> dict | None:
+    """``<workdir>/lm/tuned.json`` when it was tuned for the current model, LM and dev split, else None."""
+    import json
+
+    path = lm_dir(recipe) / "tuned.json"
+    if not path.is_file():
+        return None
+    try:
+        tuned = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        warn(f"{path}: not valid JSON; tuning again")
+        return None
+    if tuned.get("inputs") != tuning_inputs(recipe):
+        warn(f"{path}: tuned for another model, LM or dev split; tuning again")
+        return None
+    return tuned
 
 
 def _segmenter(recipe):

@@ -2,12 +2,11 @@
 
 Writes ``<workdir>/results.json`` ({greedy, lm, dev_greedy, dev_lm}, each {wer, cer, utterances};
 ``lm``/``dev_*`` are null where there is no LM) and per-utterance details under
-``<workdir>/evaluate/{greedy,lm}/``. The LM's alpha/beta are tuned on dev first when they never were.
+``<workdir>/evaluate/{greedy,lm}/``. The LM's alpha/beta are tuned on dev first when they never
+were, or were tuned for another model, LM or dev split.
 """
 
 from __future__ import annotations
-
-import json
 
 from lrasr.errors import StageError
 from lrasr.io import write_json_atomic
@@ -17,8 +16,8 @@ def run_evaluate(recipe, device: str | None = None) -> dict:
     from lrasr.decode.acoustic import AcousticModel
     from lrasr.decode.beam import BeamDecoder
     from lrasr.decode.transcribe import default_processes
-    from lrasr.decode.tune import (_normalizer, _segmenter, beam_texts, greedy_texts, lm_dir, metrics, model_dir,
-                                   score_texts, split_logits, tune_recipe)
+    from lrasr.decode.tune import (_normalizer, _segmenter, beam_texts, greedy_texts, lm_dir, load_tuned, metrics,
+                                   model_dir, score_texts, split_logits, tune_recipe)
     from lrasr.evaluate import write_report
 
     split = recipe.evaluate.split
@@ -37,10 +36,8 @@ def run_evaluate(recipe, device: str | None = None) -> dict:
 
     lm = lm_dir(recipe)
     if (lm / "lm.bin").is_file() or (lm / "lm.arpa").is_file():
-        tuned_path = lm / "tuned.json"
-        if tuned_path.is_file():
-            tuned = json.loads(tuned_path.read_text(encoding="utf-8"))
-        else:
+        tuned = load_tuned(recipe)
+        if tuned is None:
             tuned = tune_recipe(recipe, device=device, acoustic=acoustic).to_json()
         with BeamDecoder(acoustic.tokenizer, lm, alpha=tuned["alpha"], beta=tuned["beta"],
                          beam_width=cfg.beam_width, hotwords=cfg.hotwords, hotword_weight=cfg.hotword_weight,
