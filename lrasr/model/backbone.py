@@ -125,6 +125,14 @@ def extract_features(backbone: Wav2Vec2Model, waveforms: Tensor, lengths: Tensor
     return feats, frames
 
 
+def conv_output_lengths(cfg: Wav2Vec2Config, lengths: Tensor) -> Tensor:
+    """Frames produced for ``lengths`` samples: long [B] (the convs' floor((n - k) / s) + 1, >= 0)."""
+    n = lengths.long()
+    for _, k, s in cfg.conv_layers:
+        n = torch.clamp(torch.div(n - k, s, rounding_mode="floor") + 1, min=0)
+    return n
+
+
 def padding_mask(frames: Tensor | None, num_frames: int, device: torch.device) -> Tensor | None:
     """bool [B, T], True at padded frames; None when nothing is padded (the fast path)."""
     if frames is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lrasr.model.backbone import build_backbone, extract_features, padding_mask, run_transformer
+from lrasr.model.backbone import build_backbone, conv_output_lengths, extract_features, padding_mask, run_transformer
 from lrasr.model.config import Wav2Vec2Config
 from lrasr.model.masking import compute_channel_mask, compute_span_mask
 
@@ -32,10 +32,7 @@ class Wav2Vec2ForCTC(nn.Module):
 
     def output_lengths(self, lengths: Tensor) -> Tensor:
         """Frames produced for ``lengths`` samples (long [B])."""
-        n = lengths.long()
-        for _, k, s in self.cfg.conv_layers:
-            n = torch.clamp(torch.div(n - k, s, rounding_mode="floor") + 1, min=0)
-        return n
+        return conv_output_lengths(self.cfg, lengths)
 
     def forward(self, waveforms: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """waveforms [B, S] float, lengths [B] samples -> (logits [B, F, V], out_lengths [B] long).

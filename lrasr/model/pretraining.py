@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from lrasr.model.backbone import build_backbone, extract_features, padding_mask, run_transformer
+from lrasr.model.backbone import build_backbone, conv_output_lengths, extract_features, run_transformer
 from lrasr.model.config import Wav2Vec2Config
 from lrasr.model.losses import contrastive_accuracy, contrastive_logits, contrastive_loss, diversity_loss
 from lrasr.model.masking import compute_span_mask, sample_negatives
@@ -71,41 +71,54 @@ class Wav2Vec2ForPreTraining(nn.Module):
         never on padding) and negative_indices long [B, M, K] (into each utterance's M masked frames)."""
         cfg = self.cfg
         self.backbone.encoder.transformer.layer_drop = cfg.layerdrop  # cfg may be edited after __init__
-        batch = waveforms.shape[0]
+        batch, num_samples = waveforms.shape
+        device = waveforms.device
+        # Bookkeeping (frame counts, padding, mask, indices) is done on the CPU from the input lengths,
+        # so that on a GPU nothing below waits for queued kernels (no .item()/nonzero on device data).
         if lengths is None:
-            lengths = torch.full((batch,), waveforms.shape[1], device=waveforms.device)
-        feats, frames = extract_features(self.backbone, waveforms, lengths, cfg.feature_grad_mult)
-        assert frames is not None
-        num_frames = feats.shape[1]
-        pad = padding_mask(frames, num_frames, feats.device)
+            frames = torch.full((batch,), cfg.num_frames(num_samples), dtype=torch.long)
+        else:
+            frames = conv_output_lengths(cfg, lengths.detach().to("cpu", torch.long))
+        num_frames = cfg.num_frames(num_samples)
+        pad_cpu = torch.arange(num_frames)[None, :] >= frames[:, None]
+        has_pad = bool(pad_cpu.any())
+        pad = pad_cpu.to(device, non_blocking=True) if has_pad else None
+        valid = int(frames.sum())
+
+        feats, _ = extract_features(self.backbone, waveforms, None, cfg.feature_grad_mult)  # [B, T, C]
         # feature penalty: mean square of the encoder's output over real frames (fairseq averages over
         # padding too; real frames only keeps it independent of how a batch was padded)
         sq = feats.float().pow(2)
-        penalty = sq.mean() if pad is None else sq[~pad].mean()
+        if pad is None:
+            penalty = sq.mean()
+        else:
+            penalty = sq.sum(-1).masked_fill(pad, 0.0).sum() / max(valid * feats.shape[-1], 1)
 
         proj = self.backbone.encoder.feature_projection
         normed = proj.layer_norm(feats)  # the quantizer's input (fairseq's unmasked_features)
         x = proj.dropout(proj.projection(normed))
-        if mask is None:
-            mask = self.compute_mask(frames, num_frames)
-        mask = mask.to(x.device, torch.bool)
-        counts = mask.sum(1)
-        m = int(counts[0])
+        mask_cpu = self.compute_mask(frames, num_frames) if mask is None else mask.detach().to("cpu", torch.bool)
+        counts = mask_cpu.sum(1)
+        m = int(counts[0]) if batch else 0
         if bool((counts != m).any()):
             raise ValueError("every utterance needs the same number of masked frames (require_same_masks)")
-        if pad is not None and bool((mask & pad).any()):
+        if bool((mask_cpu & pad_cpu).any()):
             raise ValueError("the mask covers padded frames")
+        mask = mask_cpu.to(device, non_blocking=True)
+        where = mask_cpu.view(-1).nonzero().squeeze(1).to(device, non_blocking=True)  # row-major: [B*M]
         x = torch.where(mask[..., None], self.mask_embedding.to(x.dtype), x)
         hidden = run_transformer(self.backbone, x, pad)
 
         # everything below runs on the B*M masked frames only
-        context = self.final_proj(hidden[mask]).view(batch, m, cfg.final_dim)
-        quant = self.quantizer(self.dropout_features(normed[mask]))
+        masked_hidden = hidden.reshape(batch * num_frames, -1).index_select(0, where)
+        context = self.final_proj(masked_hidden).view(batch, m, cfg.final_dim)
+        masked_feats = normed.reshape(batch * num_frames, -1).index_select(0, where)
+        quant = self.quantizer(self.dropout_features(masked_feats))
         targets = self.project_q(quant.vectors.to(self.project_q.weight.dtype)).view(batch, m, cfg.final_dim)
         codes = quant.codes.view(batch, m, cfg.num_codevector_groups)
         if negative_indices is None:
             negative_indices = sample_negatives(m, batch, cfg.num_negatives, self.generator)
-        negative_indices = negative_indices.to(x.device, torch.long)
+        negative_indices = negative_indices.to(device, torch.long, non_blocking=True)
         logits = contrastive_logits(context, targets, codes, negative_indices, cfg.logit_temp)
 
         if m > 0:
@@ -114,7 +127,6 @@ class Wav2Vec2ForPreTraining(nn.Module):
         else:  # an utterance too short for a single frame: nothing to predict, keep the graph alive
             l_con = l_div = hidden.sum() * 0.0
         loss = l_con + cfg.diversity_loss_weight * l_div + cfg.feature_penalty_weight * penalty
-        valid = num_frames * batch if pad is None else int((~pad).sum())
         metrics = {
             "accuracy": contrastive_accuracy(logits),
             "code_perplexity": float(quant.code_perplexity) if m > 0 else 0.0,
