@@ -300,6 +300,10 @@ def run_recipe(recipe: Recipe, from_stage: str | None = None, to_stage: str | No
         if stamps[stage] is None:
             raise LrasrError(f"--from {from_stage}: the earlier stage '{stage}' has not completed in "
                              f"{recipe.workdir}; run it first (leave out --from)")
+        earlier = decide(recipe, stage, stamps, cache, False, set())
+        if earlier.action == "run":
+            echo(f"{stage}: out of date ({earlier.reason}) but before --from {from_stage}: its previous "
+                 "outputs are used")
     info = write_run_json(recipe, stages, {"from": from_stage, "to": to_stage, "force": list(force)}, device)
     ran, skipped, seconds, plans = [], [], {}, []
     for stage in stages[lo:hi + 1]:

@@ -79,6 +79,21 @@ def test_lm_text_and_determinism(built, make_demo, tmp_path):
     assert digest(other)["labeled/transcripts.tsv"] != digest(out)["labeled/transcripts.tsv"]
 
 
+def test_full_size_choice_covers_every_character_with_three_speakers(make_demo):
+    import numpy as np
+
+    sentences = make_demo.read_sentences(REPO / "corpora" / "demo" / "sentences_ml.txt")
+    texts = make_demo.choose_texts(sentences, 300, np.random.default_rng(1234))
+    assert len(texts) == 300 and set(texts) <= set(sentences)
+    speakers_of: dict[str, set[int]] = {}
+    for i, text in enumerate(texts):
+        for ch in text:
+            speakers_of.setdefault(ch, set()).add(i % 8)
+    assert set(speakers_of) == set("".join(sentences))
+    assert min(len(s) for s in speakers_of.values()) >= 3
+    assert len(set(texts)) < 250  # sentences repeat across speakers
+
+
 def test_sentences_file_is_clean():
     lines = (REPO / "corpora" / "demo" / "sentences_ml.txt").read_text(encoding="utf-8").splitlines()
     assert 300 <= len(lines) == len(set(lines))

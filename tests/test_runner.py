@@ -186,6 +186,12 @@ def test_from_to_and_force(mini):
     assert fakes.ran() == ["finetune"]
     _run(path, from_stage="lm")
     assert fakes.ran() == ["lm", "evaluate"]
+    # an out-of-date stage before --from is not rerun, but the run says so
+    said = []
+    load = load_recipe(path, {"prepare.split": {"dev": 0.3, "test": 0.2}})
+    runner.run_recipe(load, from_stage="evaluate", force=["evaluate"], echo=said.append)
+    assert fakes.ran() == ["evaluate"]
+    assert any(line.startswith("prepare: out of date (recipe prepare changed)") for line in said)
     _run(path, force=["pretrain"])
     assert fakes.ran() == ["pretrain", "finetune", "evaluate"]
     _run(path, force=["all"])

@@ -157,18 +157,34 @@ def synth_all(jobs: list[tuple[str, Speaker]], workers: int) -> list[np.ndarray]
     return [trim_silence(resample(w, ESPEAK_RATE, RATE)) for w in raw]
 
 
-def write_labeled(out: Path, sentences: list[str], n_utts: int, speakers: tuple[Speaker, ...],
-                  rng: np.random.Generator, workers: int) -> tuple[int, float]:
-    """Labeled set: ``n_utts`` utterances, speakers in turn, sentences drawn from a shared pool.
+def choose_texts(sentences: list[str], n_utts: int, rng: np.random.Generator) -> list[str]:
+    """The sentence of each labeled utterance (utterance i is read by speaker i mod n_speakers).
 
-    The pool is smaller than the number of utterances, so most sentences are said by two or more
-    speakers: a tiny model learns the words from several voices.
+    Sentences come from a pool smaller than the number of utterances, so most are read by two or
+    more speakers. Every character of the sentence file occurs in some "covering" sentence; each of
+    those is read by three consecutive (so different) speakers, so a speaker-disjoint split still has
+    every character in train and the model can output every LM word.
     """
     pool_size = max(1, min(len(sentences), int(n_utts * 2 / 3)))
-    pool = [sentences[i] for i in rng.permutation(len(sentences))[:pool_size]]
-    jobs = []
-    for i in range(n_utts):
-        jobs.append((pool[int(rng.integers(len(pool)))], speakers[i % len(speakers)]))
+    order = [sentences[i] for i in rng.permutation(len(sentences))]
+    covering: list[str] = []
+    seen: set[str] = set()
+    for sentence in order:
+        if not set(sentence) <= seen:
+            covering.append(sentence)
+            seen |= set(sentence)
+    pool = (covering + [s for s in order if s not in covering])[:pool_size]
+    repeats = 3 if len(covering) * 3 <= n_utts // 2 else 1
+    texts = [s for s in covering for _ in range(repeats)][:n_utts]
+    texts += [pool[int(rng.integers(len(pool)))] for _ in range(n_utts - len(texts))]
+    return texts
+
+
+def write_labeled(out: Path, sentences: list[str], n_utts: int, speakers: tuple[Speaker, ...],
+                  rng: np.random.Generator, workers: int) -> tuple[int, float]:
+    """Labeled set: ``n_utts`` utterances, speakers in turn, sentences from ``choose_texts``."""
+    texts = choose_texts(sentences, n_utts, rng)
+    jobs = [(text, speakers[i % len(speakers)]) for i, text in enumerate(texts)]
     waves = synth_all(jobs, workers)
     rows = ["path\ttext\tspeaker"]
     total = 0.0
