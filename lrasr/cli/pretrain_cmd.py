@@ -16,7 +16,8 @@ def pretrain(
     recipe: Path = RecipeArg,
     workdir: Optional[Path] = WorkdirOpt,
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: recipe, else auto)."),
-    resume: bool = typer.Option(True, help="Resume from the last checkpoint in the workdir when there is one."),
+    resume: bool = typer.Option(True, help="Resume from the last checkpoint in the workdir when there is one; --no-resume starts over "
+                                "(removing the previous checkpoints)."),
     max_steps: Optional[int] = typer.Option(None, min=1, help="Override pretrain.max_steps."),
 ) -> None:
     """wav2vec 2.0 self-supervised pretraining on the prepared unlabeled audio (torchrun for multi-GPU)."""

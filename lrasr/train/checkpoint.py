@@ -106,6 +106,17 @@ def _replace_dir(tmp: Path, final: Path) -> None:
         os.replace(tmp, final)
 
 
+def clear_checkpoints(out_dir: Path) -> None:
+    """Remove a previous run's checkpoints (a fresh start must not mix with, or be pruned against, them)."""
+    root = checkpoints_dir(out_dir)
+    if not root.is_dir():
+        return
+    (root / "latest").unlink(missing_ok=True)
+    for old in list(root.glob("step_*")) + [root / "best"]:
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+
+
 def latest_checkpoint(out_dir: Path) -> Path | None:
     """The folder ``latest`` names, when it exists and is complete."""
     root = checkpoints_dir(out_dir)

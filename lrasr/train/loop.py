@@ -84,7 +84,8 @@ What the loop does
   folder, then renamed): ``out_dir/checkpoints/step_NNNNNNN/`` with ``model.safetensors`` and
   ``state.pt`` (optimizer, scheduler, GradScaler, RNG states, data position, counters, task state;
   loadable with ``torch.load(weights_only=True)``); ``out_dir/checkpoints/latest`` names the newest.
-  ``resume=True`` restores all of it and continues bit-for-bit on the same hardware.
+  ``resume=True`` restores all of it and continues bit-for-bit on the same hardware;
+  ``resume=False`` removes the previous run's checkpoints and starts over.
 - Rank 0 logs every ``cfg.log_every`` updates to a rich progress line, ``out_dir/metrics.csv`` and
   TensorBoard (``out_dir/tensorboard``), and draws ``out_dir/curves.png`` at the end.
   Logged keys: the task's metrics, ``loss`` (sum / sample_size), ``grad_norm``, ``lr``,
@@ -213,6 +214,9 @@ def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device |
     lr_mult: Callable[[int], float] = getattr(task, "lr_multiplier", None) or from_config(cfg, total_steps)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     counters = _Counters()
+    if not resume and info.is_main:
+        ckpt.clear_checkpoints(out_dir)
+    D.barrier(info)
     if resume and (folder := ckpt.latest_checkpoint(out_dir)) is not None:
         state = ckpt.load_checkpoint(folder, model, device)
         optimizer.load_state_dict(state["optimizer"])
