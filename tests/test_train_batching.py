@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from lrasr.errors import LrasrError
 from lrasr.train.batching import (AudioDataset, accumulation_steps, iterate_groups, plan_epoch, plan_groups,
@@ -107,6 +108,10 @@ def test_dataset_loads_crops_resumes_position_and_reports_skips(tmp_path):
             assert b.waveforms.shape[1] == int(b.lengths.max())
             assert (b.lengths <= int(0.5 * 16000)).all()
             assert float(b.waveforms.abs().sum()) > 0
+    # a worker process loads exactly what the main process does
+    workers = list(iterate_groups(cropped, plan, 0, 1, num_workers=1))
+    assert [g for g, _ in workers] == [g for g, _ in groups]
+    assert all(torch.equal(x.waveforms, y.waveforms) for (_, a), (_, b) in zip(groups, workers) for x, y in zip(a, b))
     # resuming at group 2 yields exactly the remaining groups, with identical audio
     resumed = list(iterate_groups(cropped, plan, 0, 1, start_group=2))
     assert [g for g, _ in resumed] == [g for g, _ in groups[2:]]
