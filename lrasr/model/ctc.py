@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lrasr.model.backbone import build_backbone, conv_output_lengths, extract_features, padding_mask, run_transformer
+from lrasr.model.backbone import build_backbone, conv_output_lengths, extract_features, run_transformer
 from lrasr.model.config import Wav2Vec2Config
 from lrasr.model.masking import compute_channel_mask, compute_span_mask
 
@@ -44,23 +44,29 @@ class Wav2Vec2ForCTC(nn.Module):
         """
         cfg = self.cfg
         self.backbone.encoder.transformer.layer_drop = cfg.layerdrop
+        batch, num_samples = waveforms.shape
+        device = waveforms.device
+        # frame counts and padding from the input lengths on the CPU: no device syncs mid-forward
         if lengths is None:
-            lengths = torch.full((waveforms.shape[0],), waveforms.shape[1], device=waveforms.device)
-        feats, frames = extract_features(self.backbone, waveforms, lengths,
-                                         cfg.feature_grad_mult if self.training else 0.0)
-        batch, num_frames, _ = feats.shape
+            frames = torch.full((batch,), cfg.num_frames(num_samples), dtype=torch.long)
+        else:
+            frames = conv_output_lengths(cfg, lengths.detach().to("cpu", torch.long))
+        num_frames = cfg.num_frames(num_samples)
+        pad_cpu = torch.arange(num_frames)[None, :] >= frames[:, None]
+        pad = pad_cpu.to(device, non_blocking=True) if bool(pad_cpu.any()) else None
+        feats, _ = extract_features(self.backbone, waveforms, None,
+                                    cfg.feature_grad_mult if self.training else 0.0)
         proj = self.backbone.encoder.feature_projection
         x = proj(feats)  # layer norm, linear, dropout
-        pad = padding_mask(frames, num_frames, x.device)
         if self.training and cfg.mask_time_prob > 0:
             time_mask = compute_span_mask((batch, num_frames), cfg.mask_time_prob, cfg.mask_time_length,
                                           frames, cfg.mask_time_min_masks, cfg.require_same_masks,
-                                          self.generator).to(x.device)
+                                          self.generator).to(device, non_blocking=True)
             x = torch.where(time_mask[..., None], self.mask_embedding.to(x.dtype), x)
         if self.training and cfg.mask_channel_prob > 0:
             chan = compute_channel_mask(batch, x.shape[-1], cfg.mask_channel_prob, cfg.mask_channel_length,
-                                        self.generator).to(x.device)
+                                        self.generator).to(device, non_blocking=True)
             x = x.masked_fill(chan[:, None, :], 0.0)
         x = run_transformer(self.backbone, x, pad)
         logits = self.backbone.aux(self.final_dropout(x))
-        return logits, frames.long()
+        return logits, frames.to(device)
