@@ -26,6 +26,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -106,9 +107,21 @@ def resample(wave: np.ndarray, src: int, dst: int) -> np.ndarray:
     if src == dst:
         return wave.astype(np.float32)
     import torch
-    import torchaudio.functional as AF
 
-    return AF.resample(torch.from_numpy(np.ascontiguousarray(wave)), src, dst).numpy().astype(np.float32)
+    with torch.no_grad():
+        out = _resampler(src, dst)(torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)))
+    return out.numpy().astype(np.float32)
+
+
+@lru_cache(maxsize=8)
+def _resampler(src: int, dst: int):
+    """One torchaudio Resample per rate pair: its filter kernel is built once, not per file."""
+    import torch
+    import torchaudio.transforms as AT
+
+    # short clips: one thread is fastest, and torch's thread pool crawls on a busy shared machine
+    torch.set_num_threads(1)
+    return AT.Resample(src, dst)
 
 
 def trim_silence(wave: np.ndarray, threshold: float = 1e-3) -> np.ndarray:
