@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,20 @@ REAL = ["en_whisper_jfk/jfk.flac", "vad_webrtcvad/leak-test.wav",
         "ml_smc_msc_crowd/audio/007a1f8b-03e8-41d9-929c-b40873b8b229.opus",
         "te_commonvoice_119/clips/common_voice_te_42973996.mp3"]
 SPEECH_AT_3H = (3600.0, 10780.0)  # where the 3-hour file has speech
+REPO = Path(__file__).resolve().parents[1]
+MEASURED_RUN = """
+import json, resource, sys
+import torch
+torch.set_num_threads(1)
+import matplotlib.pyplot, pandas, soundfile, torchcodec.decoders, webrtcvad
+from lrasr.recipe import load_recipe
+from lrasr.stages.prepare import run_prepare
+recipe = load_recipe(sys.argv[1])
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+summary = run_prepare(recipe)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"summary": summary, "added_rss_mb": (after - before) / 1024}))
+"""
 
 
 def utterance_mix(folder: Path, seed: int = 0, gap: float = 1.2) -> np.ndarray:
@@ -100,8 +115,12 @@ def corpus(tmp_path_factory, shared_corpora):
     inputs = [raw] + [shared_corpora / r for r in REAL]
     recipe_path = write_recipe(root / "recipe.yaml", root / "exp", inputs)
     recipe = load_recipe(recipe_path)
-    summary = run_prepare(recipe)
-    return {"root": root, "raw": raw, "recipe": recipe, "summary": summary, "mix": mix,
+    # run in a fresh process to measure the memory the stage adds on top of its imports
+    child = subprocess.run([sys.executable, "-c", MEASURED_RUN, str(recipe_path)], cwd=REPO,
+                           capture_output=True, text=True, check=True)
+    measured = json.loads(child.stdout.strip().splitlines()[-1])
+    return {"root": root, "raw": raw, "recipe": recipe, "summary": measured["summary"], "mix": mix,
+            "added_rss_mb": measured["added_rss_mb"],
             "out": recipe.workdir / "prepare", "shared": shared_corpora}
 
 
@@ -170,6 +189,12 @@ def test_three_hour_file_is_processed_in_blocks(corpus):
         assert len(near) >= 1, (at, rows[["start", "end"]].values)
     segments = read_manifest(corpus["out"] / "unlabeled/segments.tsv", required=("id", "status"))
     assert segments[segments["source"] == str(corpus["raw"] / "three_hours.flac")]["start"].max() > 10779
+
+
+def test_three_hour_file_never_sits_in_memory(corpus):
+    # decoded at 16 kHz float32 the 3-hour file alone would add 691 MB; a 60 s block takes 3.8 MB
+    # (what is added is codec state, resampling kernels, segment tables)
+    assert corpus["added_rss_mb"] < 250, corpus["added_rss_mb"]
 
 
 def test_speech_kept_plus_rejected_equals_speech_found(corpus):
