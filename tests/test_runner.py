@@ -329,3 +329,59 @@ def test_cli_run_and_dry_run(mini):
     assert res.exit_code == 0 and (other / "prepare" / ".stamp.json").exists()
     res = cli.invoke(app, ["run", str(path), "--from", "nonsense"])
     assert res.exit_code == 2 and "not a stage" in res.output
+
+
+DRIVER = """\
+import sys, time
+from pathlib import Path
+from lrasr import runner
+from lrasr.recipe import load_recipe
+
+log = Path(sys.argv[2])
+
+def stage(name, slow=False):
+    def run(recipe, **kwargs):
+        with open(log, "a") as handle:
+            handle.write(f"{name} resume={kwargs.get('resume')}\\n")
+        out = recipe.stage_dir(name)
+        (out / "out.txt").write_text(name)
+        if slow and (out / "slow").exists() is False:
+            (out / "slow").write_text("")
+            time.sleep(60)  # killed here on the first run
+        if name == "evaluate":
+            (recipe.workdir / "results.json").write_text('{"greedy": {"wer": 0.5, "cer": 0.25}}')
+        return {}
+    return run
+
+for name in runner.STAGE_REGISTRY:
+    runner.STAGE_REGISTRY[name] = stage(name, slow=(name == "finetune"))
+runner.run_recipe(load_recipe(sys.argv[1]), echo=lambda line: None)
+"""
+
+
+def test_sigkill_mid_stage_then_rerun_resumes(mini, tmp_path):
+    """A real process killed with SIGKILL inside a stage leaves no stamp; the next run resumes it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path, _ = mini
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    log = tmp_path / "calls.log"
+    proc = subprocess.Popen([sys.executable, str(driver), str(path), str(log)])
+    work = path.parent / "work"
+    deadline = time.time() + 60
+    while not (work / "finetune" / "slow").exists():
+        assert proc.poll() is None and time.time() < deadline, "the driver never reached finetune"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (work / "pretrain" / ".stamp.json").exists()
+    assert not (work / "finetune" / ".stamp.json").exists() and (work / "finetune" / ".running.json").exists()
+    subprocess.run([sys.executable, str(driver), str(path), str(log)], check=True, timeout=120)
+    calls = log.read_text().splitlines()
+    assert calls == ["prepare resume=False", "pretrain resume=False", "finetune resume=False",
+                     "finetune resume=True", "lm resume=False", "evaluate resume=False"]
+    assert (work / "finetune" / ".stamp.json").exists() and not (work / "finetune" / ".running.json").exists()
