@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -89,3 +90,20 @@ def test_txt_jsonl_tsv_keep_order_and_empty_lines():
     assert rows[0]["words"] == [{"word": "ഒന്ന്", "start": 0.1, "end": 0.4}] and rows[1]["text"] == ""
     tsv = WRITERS["tsv"](items).splitlines()
     assert tsv[0] == "source\ttext" and tsv[2] == "bad.wav\t" and tsv[3] == "tab name.wav\tരണ്ട് മൂന്ന്"
+
+
+def test_write_results_to_files_and_folders(tmp_path):
+    from lrasr.decode.output import tuned_params, write_results
+    from lrasr.decode.transcribe import FileResult
+    from lrasr.errors import LrasrError
+
+    results = [FileResult(Path("/x/a.wav"), _hypothesis(4)), FileResult(Path("/y/a.wav"), Hypothesis(""))]
+    [txt] = write_results(results, "txt", tmp_path / "out.txt")
+    assert txt.read_text(encoding="utf-8").split("\n")[1] == ""
+    assert write_results(results, "jsonl", tmp_path) == [tmp_path / "transcripts.jsonl"]
+    subs = write_results(results, "srt", tmp_path / "subs")
+    assert [p.name for p in subs] == ["a.srt", "a.2.srt"] and subs[1].read_text(encoding="utf-8") == ""
+    with pytest.raises(LrasrError, match="folder"):
+        write_results(results, "vtt", txt)
+    (tmp_path / "tuned.json").write_text('{"alpha": 0.8, "beta": 2, "grid": []}', encoding="utf-8")
+    assert tuned_params(tmp_path) == {"alpha": 0.8, "beta": 2.0} and tuned_params(tmp_path / "none") == {}

@@ -68,7 +68,8 @@ def lm_build(
     output: Path = typer.Option(..., "--output", "-o", help="LM folder to write."),
     order: int = typer.Option(3, "--order", "-n", help="n-gram order."),
     language: Optional[str] = typer.Option(None, help="Language code: normalize the text as the acoustic data."),
-    prune: Optional[List[int]] = typer.Option(None, "--prune", help="lmplz count thresholds per order, e.g. 0 0 1."),
+    prune: Optional[List[int]] = typer.Option(
+        None, "--prune", help="lmplz count threshold per order, repeated: --prune 0 --prune 0 --prune 1."),
     memory: str = typer.Option("10%", help="lmplz sorting memory (e.g. 10%, 1G)."),
 ) -> None:
     """Build a KenLM model (ARPA, binary trie, unigram list) from text."""

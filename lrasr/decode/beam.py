@@ -185,8 +185,12 @@ class BeamDecoder:
 
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            # fork starts workers in milliseconds; they only run numpy and kenlm, never torch
-            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+            # fork starts workers in milliseconds (they only run numpy and kenlm, never torch), but a
+            # process that has initialised CUDA must not be forked
+            import torch
+
+            cuda_live = torch.cuda.is_available() and torch.cuda.is_initialized()
+            method = "fork" if "fork" in mp.get_all_start_methods() and not cuda_live else "spawn"
             self._pool = ProcessPoolExecutor(self.processes, mp_context=mp.get_context(method),
                                              initializer=_worker_init, initargs=(self.spec,))
         return self._pool

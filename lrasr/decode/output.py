@@ -16,8 +16,8 @@ TUNED = "tuned.json"
 def tuned_params(lm_dir: str | Path) -> dict:
     """alpha/beta found by `lrasr lm tune` for this LM (``{}`` when it was never tuned)."""
     path = Path(lm_dir)
-    path = path / TUNED if path.is_dir() else path.parent / TUNED
-    if not path.is_file():
+    path = path / TUNED if path.is_dir() else path.parent / TUNED  # an .arpa/.bin file: look beside it
+    if not Path(lm_dir).exists() or not path.is_file():
         return {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -59,5 +59,7 @@ def write_results(results: Sequence, fmt: str, output: str | Path | None, stdout
             write_text_atomic(path, writer([item]))
             paths.append(path)
         return paths
+    if output.is_dir():
+        output = output / f"transcripts.{fmt}"
     write_text_atomic(output, writer(items))
     return [output]
