@@ -161,3 +161,35 @@ def test_best_path_collapses_repeats_and_blanks():
     for frame, tok in enumerate([1, 1, 0, 1, 2, 2, 0]):
         lp[frame, tok] = 0.0
     assert best_path(lp) == [(1, 0, 2), (1, 3, 4), (2, 4, 6)]
+
+
+@pytest.mark.shared
+def test_skipping_sure_blank_frames_changes_nothing(ml_setup, monkeypatch):
+    """Runs of near-certain blanks (as a trained model emits between letters) are skipped in beam
+    search: same text, same word times as decoding every frame."""
+    from lrasr.decode import beam as beam_mod
+
+    texts, tok, lm = ml_setup
+    rng = np.random.default_rng(0)
+    cases = _misspelled_fixture(texts, tok, n=4, seed=7)
+    logps = []
+    for _, ids, conf in cases:
+        rows = []
+        for k, t in enumerate(ids):
+            tok_row = np.full(len(tok.labels), -12.0, np.float32)
+            tok_row[t] = -0.05
+            if k in conf:
+                tok_row[t], tok_row[conf[k]] = np.log(0.42), np.log(0.55)
+            rows.append(tok_row)
+            for _ in range(int(rng.integers(1, 7))):  # a run of sure blanks
+                blank_row = np.full(len(tok.labels), -14.0, np.float32)
+                blank_row[0] = -1e-5
+                rows.append(blank_row)
+        logps.append(np.stack(rows))
+    assert beam_mod.blank_run_mask(logps[0], 0).mean() < 0.8  # frames really are skipped
+    fast = BeamDecoder(tok, lm, beam_width=20)
+    skipped = [fast.decode(lp) for lp in logps]
+    monkeypatch.setattr(beam_mod, "blank_run_mask", lambda lp, blank: np.ones(len(lp), dtype=bool))
+    full = [BeamDecoder(tok, lm, beam_width=20).decode(lp) for lp in logps]
+    assert [h.text for h in skipped] == [h.text for h in full] == [t for t, _, _ in cases]
+    assert [h.words for h in skipped] == [h.words for h in full]

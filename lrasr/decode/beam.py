@@ -29,6 +29,8 @@ logging.getLogger("pyctcdecode").setLevel(logging.ERROR)
 # a word list where more than this share of words holds characters the model cannot emit is an LM for
 # another language or another normalization, not a few stray symbols
 MAX_UNREACHABLE_WORDS = 0.5
+# blank probability above 0.999: the frame can only extend beams with blank (see blank_run_mask)
+SURE_BLANK_LOGP = float(np.log(0.999))
 
 
 @dataclass(frozen=True)
@@ -78,10 +80,30 @@ def _build(spec: DecoderSpec):
                             alpha=spec.alpha, beta=spec.beta)
 
 
-def _beam_to_hypothesis(beam, frame_seconds: float) -> Hypothesis:
+def _beam_to_hypothesis(beam, frame_seconds: float, kept: np.ndarray | None = None) -> Hypothesis:
+    """pyctcdecode's best beam -> Hypothesis; ``kept`` maps decoded frame k to original frame kept[k]."""
     text, _state, word_frames = beam[0], beam[1], beam[2]
-    words = [Word(w, round(a * frame_seconds, 3), round(b * frame_seconds, 3)) for w, (a, b) in word_frames]
+    words = []
+    for w, (a, b) in word_frames:
+        if kept is not None:
+            a, b = int(kept[a]), int(kept[max(b - 1, a)]) + 1  # b is exclusive
+        words.append(Word(w, round(a * frame_seconds, 3), round(b * frame_seconds, 3)))
     return Hypothesis(" ".join(text.split()), words)
+
+
+def blank_run_mask(logprobs: np.ndarray, blank: int, min_logp: float = SURE_BLANK_LOGP) -> np.ndarray:
+    """bool [F]: frames to keep, dropping all but the first frame of each run of near-certain blanks.
+
+    Where blank has probability above ``exp(min_logp)`` every other token is below pyctcdecode's
+    ``token_min_logp`` (-5), so such a frame only adds the same constant to every beam after the
+    first blank of a run: dropping the repeats leaves the ranking, text and (mapped back) word
+    frames unchanged, and skips most frames of a trained model's output (blank runs between letters).
+    """
+    norm = logprobs - np.logaddexp.reduce(logprobs, axis=1, keepdims=True)
+    sure = norm[:, blank] > min_logp
+    keep = np.ones(len(logprobs), dtype=bool)
+    keep[1:] = ~(sure[1:] & sure[:-1])
+    return keep
 
 
 class _Engine:
@@ -91,6 +113,7 @@ class _Engine:
         self.spec = spec
         self.decoder = _build(spec)
         self.params = (spec.alpha, spec.beta)
+        self.blank = spec.labels.index("") if "" in spec.labels else -1
 
     def decode(self, logprobs: np.ndarray, alpha: float | None = None, beta: float | None = None) -> Hypothesis:
         alpha = self.spec.alpha if alpha is None else alpha
@@ -100,10 +123,13 @@ class _Engine:
             self.params = (alpha, beta)
         if logprobs.shape[0] == 0:
             return Hypothesis("")
-        beams = self.decoder.decode_beams(logprobs, beam_width=self.spec.beam_width,
+        keep = blank_run_mask(logprobs, self.blank) if self.blank >= 0 else None
+        kept = None if keep is None or keep.all() else np.flatnonzero(keep)
+        beams = self.decoder.decode_beams(logprobs if kept is None else logprobs[keep],
+                                          beam_width=self.spec.beam_width,
                                           hotwords=list(self.spec.hotwords) or None,
                                           hotword_weight=self.spec.hotword_weight)
-        return _beam_to_hypothesis(beams[0], self.spec.frame_seconds)
+        return _beam_to_hypothesis(beams[0], self.spec.frame_seconds, kept)
 
 
 _WORKER: _Engine | None = None
