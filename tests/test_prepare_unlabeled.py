@@ -255,3 +255,14 @@ def test_cli_exit_codes(tmp_path, corpus):
     for value in ("2/2", "a/b", "1-3"):
         result = runner.invoke(app, ["prepare", str(bad), "--shard", value])
         assert result.exit_code == 2 and "--shard" in result.output, result.output
+
+
+def test_workdir_inside_the_corpus_folder_is_not_read_back(tmp_path, corpus):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    shutil.copy(corpus["raw"] / "talk.wav", raw / "talk.wav")
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", raw / "exp", [raw]))
+    first = run_prepare(recipe)["unlabeled"]
+    second = run_prepare(recipe)["unlabeled"]
+    assert first["files"] == second["files"] == 1 and second["processed_now"] == 0
+    assert second["segments"] == first["segments"] > 0

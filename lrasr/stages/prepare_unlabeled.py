@@ -48,8 +48,10 @@ def list_inputs(recipe) -> tuple[list[Path], RejectLog, int]:
             def on_error(err: OSError) -> None:
                 rejects.add(err.filename or root, f"unreadable: cannot list folder ({err.strerror})")
 
+            workdir = Path(recipe.workdir).resolve()
             for folder, dirs, files in os.walk(root, onerror=on_error, followlinks=True):
-                dirs.sort()
+                # a workdir inside the corpus folder holds our own segments: never take them as input
+                dirs[:] = sorted(d for d in dirs if (Path(folder) / d).resolve() != workdir)
                 for name in files:
                     if (Path(folder) / name).suffix.lower() in exts:
                         found.append(Path(folder) / name)
