@@ -106,7 +106,7 @@ def test_pretrain_without_prepared_audio_says_what_to_run(tmp_path):
         run_pretrain(load_recipe(path))
 
 
-def test_collapse_detection():
+def test_collapse_detection(monkeypatch):
     from lrasr.stages.pretrain import detect_collapse
 
     healthy = [{"step": s, "contrastive": 3.0, "code_perplexity": 80.0, "grad_norm": 1.0, "accuracy": 0.3}
@@ -118,6 +118,18 @@ def test_collapse_detection():
     assert len(problems) == 3
     assert any("quantizer collapsed" in p and "diversity" in p for p in problems)
     assert any("contrastive loss" in p for p in problems) and any("gradient norm" in p for p in problems)
+    # the live check warns once per sign while training
+    import types
+
+    from lrasr.stages.pretrain import PretrainTask
+
+    task = PretrainTask(types.SimpleNamespace(cfg=types.SimpleNamespace(num_codevector_groups=2, num_negatives=100)),
+                        None, 0)
+    warnings: list[str] = []
+    monkeypatch.setattr("lrasr.report.warn", warnings.append)
+    for i in range(1, len(collapsed) + 1):
+        task.on_log(i, collapsed[i - 1], collapsed[:i])
+    assert len(warnings) == 3 and all(w.startswith("update ") for w in warnings)
     stalled = [{"step": s, "contrastive": 4.6, "code_perplexity": 60.0, "grad_norm": 0.5, "accuracy": 0.01}
                for s in range(1, 21)]
     assert any("near chance" in p for p in detect_collapse(stalled, groups=2, negatives=100))

@@ -31,9 +31,24 @@ class PretrainTask:
         self.model = model
         self.train_dataset = dataset
         self.seed = seed
+        self.warned: set[str] = set()
 
     def on_step(self, step: int) -> None:
         self.model.set_num_updates(step)  # Gumbel temperature: a function of the update number
+
+    def on_log(self, step: int, row: Mapping[str, float], history: Sequence[Mapping[str, float]]) -> None:
+        """Warn as soon as collapse shows (each sign once), not only in the final report."""
+        if len(history) < 8:
+            return
+        cfg = self.model.cfg
+        for problem in detect_collapse(history, cfg.num_codevector_groups, cfg.num_negatives):
+            kind = problem.split(" ", 2)[:2]
+            key = " ".join(kind)
+            if key not in self.warned and "near chance" not in problem:
+                self.warned.add(key)
+                from lrasr.report import warn
+
+                warn(f"update {step}: {problem}")
 
     def compute_loss(self, model: torch.nn.Module, batch: Batch, step: int) -> tuple[torch.Tensor, dict[str, float], int]:
         out = model(batch.waveforms, batch.lengths)

@@ -52,6 +52,8 @@ Optional task hooks (looked up with ``getattr``):
   improvement (when that field exists and is set).
 - ``task.should_stop(step: int) -> bool`` -- asked on rank 0 after every update (and broadcast):
   True ends training there, with a final checkpoint (time budgets, external signals).
+- ``task.on_log(step: int, row: dict[str, float], history: list[dict]) -> None`` -- called on rank 0
+  after each logged row (``history`` = all rows so far): live checks such as collapse warnings.
 - ``task.seed: int`` -- seeds the epoch plans (order, crops) and the per-update RNG (default 0).
 - ``task.name: str`` -- shown on the progress bar and the curves' title.
 - ``task.param_groups(model) -> list[dict]`` -- custom optimizer parameter groups (default: one group
@@ -332,6 +334,8 @@ def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device |
                 last_row = _log_row(metric_sums, window, info, counters, optimizer)
                 if logger is not None:
                     logger.log(counters.step, last_row, SHOW)
+                    if hasattr(task, "on_log"):
+                        task.on_log(counters.step, last_row, logger.rows)
                 metric_sums = {}
                 window = {k: 0.0 for k in window}
             elif logger is not None:
