@@ -118,6 +118,7 @@ def _run_inputs(todo: list[Path], out_dir: Path, recipe, settings: str, jobs: in
 
     with progress() as bar:
         task = bar.add_task("segmenting recordings", total=len(todo), info="")
+        jobs = min(jobs, len(todo))  # no idle workers: each costs a process start and imports
         if jobs <= 1:
             for source in todo:
                 bar.update(task, info=source.name)
