@@ -26,6 +26,7 @@ def test_atomic_path_replaces_on_success(tmp_path):
     write_json_atomic(target, {"a": 1, "text": "മലയാളം"})
     assert "മലയാളം" in target.read_text(encoding="utf-8")
     assert len(file_sha1(target)) == 40
+    assert target.stat().st_mode & 0o044, "atomic writes must be readable by others like a plain open()"
 
 
 def test_manifest_round_trip_keeps_unicode_and_cleans_tabs(tmp_path):
