@@ -154,3 +154,15 @@ def test_torchrun_two_processes_cli(tmp_path, speech_dir):
     assert summary["processes"] == 2 and summary["accumulation"] == 1 and summary["steps"] == 2
     assert "processes" in proc.stderr  # the summary table, printed once by rank 0
     assert proc.stderr.count("audio hours seen") == 1
+
+
+def test_include_labeled_adds_the_train_manifest(tmp_path, speech_dir):
+    from lrasr.stages.pretrain import _manifests
+
+    recipe = load_recipe(_recipe(tmp_path, speech_dir, include_labeled=True))
+    with pytest.raises(LrasrError, match="labeled train manifest is missing"):
+        _manifests(recipe)
+    train_dir = recipe.workdir / "prepare" / "train"
+    train_dir.mkdir(parents=True)
+    (train_dir / "manifest.tsv").write_text("id\taudio\tduration\ttext\n", encoding="utf-8")
+    assert [p.parent.name for p in _manifests(recipe)] == ["unlabeled", "train"]

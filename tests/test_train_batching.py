@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lrasr.errors import LrasrError
-from lrasr.train.batching import (AudioDataset, accumulation_steps, iterate_groups, plan_epoch, plan_groups,
+from lrasr.train.batching import (AudioDataset, MicroBatchSpec, accumulation_steps, iterate_groups, plan_epoch, plan_groups,
                                   split_group)
 from lrasr.train.schedule import from_config, polynomial_decay, tri_stage
 from test_train_support import make_manifest, small_cfg
@@ -154,3 +154,13 @@ def test_schedule_chosen_from_config():
     assert pre(7) == pytest.approx(1.0) and pre(3) == pytest.approx(0.5)  # default warmup 8% = 8 steps
     fine = from_config(FinetuneConfig(), 100)
     assert fine(0) == pytest.approx(0.01) and fine(100) == pytest.approx(0.05)
+
+
+def test_unreadable_audio_is_left_out_with_a_warning(tmp_path, capsys):
+    manifest = make_manifest(tmp_path, count=4)
+    (tmp_path / "utt001.wav").write_bytes(b"not audio at all")
+    data = AudioDataset([manifest])
+    batch = data.collate(MicroBatchSpec(0, 0, (0, 1, 2)))
+    assert batch.ids == ["utt000", "utt002"] and batch.waveforms.shape[0] == 2
+    assert "utt001.wav" in capsys.readouterr().err
+    assert data.unreadable == {1}

@@ -103,6 +103,7 @@ class AudioDataset:
         if self.crop is not None and max_seconds is not None and self.crop[1] > max_seconds:
             self.crop = (min(self.crop[0], max_seconds), max_seconds)
         self._epoch_cache: tuple[int, np.ndarray, np.ndarray] | None = None
+        self.unreadable: set[int] = set()  # indices that failed to decode (warned once each)
 
     def restrict(self, max_seconds: float) -> None:
         """Make every item fit one device: crops are capped; longer whole utterances are left out
@@ -161,19 +162,28 @@ class AudioDataset:
 
     def collate(self, spec: MicroBatchSpec) -> Batch:
         """Load and zero-pad the items of ``spec`` into a Batch (empty spec -> empty Batch)."""
-        waves = []
+        waves, kept = [], []
         for index in spec.indices:
             try:
-                waves.append(torch.from_numpy(np.ascontiguousarray(self.load_item(spec.epoch, index))))
+                wave = self.load_item(spec.epoch, index)
             except AudioError as exc:
-                raise LrasrError(f"cannot read training audio ({exc}); re-run prepare or remove the row",
-                                 self.paths[index]) from None
+                # one unreadable file must not stop a long run: leave it out of this batch, say so
+                if index not in self.unreadable:
+                    self.unreadable.add(index)
+                    from lrasr.report import warn
+
+                    warn(f"{exc} -- left out of training (fix or remove its manifest row)")
+                continue
+            if len(wave) == 0:
+                continue
+            waves.append(torch.from_numpy(np.ascontiguousarray(wave)))
+            kept.append(index)
         longest = max((w.numel() for w in waves), default=0)
         out = torch.zeros(len(waves), longest, dtype=torch.float32)
         for i, w in enumerate(waves):
             out[i, : w.numel()] = w
         lengths = torch.tensor([w.numel() for w in waves], dtype=torch.int64)
-        rows = [self.rows[i] for i in spec.indices]
+        rows = [self.rows[i] for i in kept]
         return Batch(out, lengths, [str(r.get("id", "")) for r in rows], rows)
 
 

@@ -20,7 +20,8 @@ Required task attributes:
   optional start/end to read a slice); with crops set, each item is a random crop of that length
   range (pretraining), otherwise the whole utterance (fine-tuning). Utterances longer than
   ``max_seconds`` (or than ``cfg.max_device_batch_seconds``) are left out and counted in
-  ``dataset.skipped`` (reason -> count), which the loop reports.
+  ``dataset.skipped`` (reason -> count), which the loop reports. A file that fails to decode during
+  training is left out of its batch with a warning (once per file), not fatal.
 - ``task.compute_loss(model, batch: Batch, step: int) -> (loss, metrics, sample_size)``
     * ``batch`` is a ``lrasr.train.batching.Batch`` on the device: ``waveforms [B, T] float32``,
       ``lengths [B] int64`` (samples), ``ids: list[str]``, ``rows: list[dict]`` (the manifest rows,
