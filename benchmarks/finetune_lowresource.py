@@ -150,18 +150,20 @@ def main() -> None:
             test = evaluate_model(cond / "finetune" / "model", cond / "prepare" / "test" / "manifest.tsv",
                                   cond / "finetune" / "test", device="cpu")
             row = {"labels": label, "arm": arm, "train_hours": round(hours, 3), "steps": summary["steps"],
-                   "dev_cer": summary.get("dev_cer"), "dev_wer": summary.get("dev_wer"), "test_cer": test.cer,
+                   "dev_loss": summary.get("dev_loss"), "dev_cer": summary.get("dev_cer"), "dev_wer": summary.get("dev_wer"), "test_cer": test.cer,
                    "test_wer": test.wer, "finetune_cpu_minutes": round(minutes, 2),
                    "pretrain_cpu_minutes": round(pre_minutes, 2) if init != "none" else 0.0}
             results["runs"].append(row)
             (work / "results.json").write_text(json.dumps(results, indent=2, default=str))
             print(json.dumps(row))
 
-    print("\n| labels | arm | train h | dev CER | dev WER | test CER | test WER | finetune CPU min | pretrain CPU min |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    # dev CTC loss per utterance: moves long before greedy CER leaves 100 % (all-blank output)
+    print("\n| labels | arm | train h | dev loss | dev CER | dev WER | test CER | test WER | finetune CPU min | pretrain CPU min |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results["runs"]:
         pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
-        print(f"| {r['labels']} | {r['arm']} | {r['train_hours']} | {pct(r['dev_cer'])} | {pct(r['dev_wer'])} | "
+        loss = "-" if r.get("dev_loss") is None else f"{r['dev_loss']:.1f}"
+        print(f"| {r['labels']} | {r['arm']} | {r['train_hours']} | {loss} | {pct(r['dev_cer'])} | {pct(r['dev_wer'])} | "
               f"{pct(r['test_cer'])} | {pct(r['test_wer'])} | {r['finetune_cpu_minutes']} | {r['pretrain_cpu_minutes']} |")
     print(f"\npretraining: {args.pretrain_steps} updates of {args.pretrain_batch_seconds:g} s; fine-tuning: "
           f"{args.finetune_steps} updates of {args.batch_seconds:g} s, lr {args.lr:g}; results in {work / 'results.json'}")
