@@ -53,6 +53,7 @@ class TrainLogger:
         self.out_dir = Path(out_dir)
         self.csv_path = self.out_dir / "metrics.csv"
         self.rows = [r for r in read_metrics_csv(self.csv_path) if r.get("step", 0) <= start_step]
+        self._keys: list[str] = []  # the CSV's columns; empty until the first (re)write
         self.writer = None
         if tensorboard:
             try:
@@ -69,13 +70,20 @@ class TrainLogger:
         values = {k: float(v) for k, v in metrics.items()}
         if self.rows and self.rows[-1]["step"] == step:  # evaluation results join the step's train row
             self.rows[-1].update(values)
+            rewrite = True
         else:
             self.rows.append({"step": step, **values})
+            rewrite = not self._keys or any(k not in self._keys for k in values)
         if self.writer is not None:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     self.writer.add_scalar(key, value, step)
-        self._write_csv()
+        if rewrite:
+            self._write_csv()
+        else:  # the common case: one line appended, so long runs do not rewrite a growing file
+            with open(self.csv_path, "a", encoding="utf-8", newline="") as handle:
+                csv.DictWriter(handle, fieldnames=self._keys, lineterminator="\n").writerow(
+                    {k: _cell(self.rows[-1].get(k)) for k in self._keys})
         info = "  ".join(f"{k} {_short(metrics[k])}" for k in show if k in metrics)
         self.progress.update(self.task_id, completed=step, info=info)
         if self.progress.disable and show:  # not a terminal: one plain line per log instead of a bar
@@ -94,6 +102,7 @@ class TrainLogger:
         for row in self.rows:
             writer.writerow({k: _cell(row.get(k)) for k in keys})
         write_text_atomic(self.csv_path, buffer.getvalue())
+        self._keys = keys
 
     def close(self, title: str = "") -> Path | None:
         self.progress.stop()
