@@ -130,8 +130,16 @@ def compute_fingerprint(recipe: Recipe, stage: str, stamps: dict[str, dict[str, 
         stamp = stamps.get(up)
         parts[f"stage.{up}"] = stamp["token"] if stamp else MISSING
     for path in spec.files:
-        parts[f"input:{path}"] = cache.digest(path)
+        parts[f"input:{_part_name(path, recipe.workdir)}"] = cache.digest(path)
     return parts
+
+
+def _part_name(path: Path, workdir: Path) -> str:
+    """Files inside the workdir are named relative to it, so a moved or copied workdir stays valid."""
+    try:
+        return Path(path).resolve().relative_to(Path(workdir).resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def describe_change(names: Iterable[str]) -> str:

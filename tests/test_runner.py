@@ -385,3 +385,14 @@ def test_sigkill_mid_stage_then_rerun_resumes(mini, tmp_path):
     assert calls == ["prepare resume=False", "pretrain resume=False", "finetune resume=False",
                      "finetune resume=True", "lm resume=False", "evaluate resume=False"]
     assert (work / "finetune" / ".stamp.json").exists() and not (work / "finetune" / ".running.json").exists()
+
+
+def test_a_moved_workdir_stays_up_to_date(mini):
+    import shutil
+
+    path, fakes = mini
+    _run(path)
+    fakes.ran()
+    shutil.move(str(path.parent / "work"), str(path.parent / "moved"))
+    _run(path, {"workdir": str(path.parent / "moved")})
+    assert fakes.ran() == []
