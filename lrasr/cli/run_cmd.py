@@ -30,11 +30,10 @@ def run(
 ) -> None:
     """Run a recipe's stages in order: prepare, pretrain, finetune, lm, evaluate.
 
-    Each completed stage is stamped with a fingerprint of its inputs (its recipe settings, the
-    stages it consumes, the content of its input files, lrasr's version); a rerun skips stages whose
-    inputs are unchanged, and a changed setting reruns that stage and everything after it. The run
-    is recorded in <workdir>/run.json; the evaluate stage ends with the results table
-    (<workdir>/results.json).
+    A completed stage is stamped with a fingerprint of its inputs (recipe settings, upstream stages,
+    input file contents, lrasr version). A rerun skips unchanged stages; a changed setting reruns that
+    stage and everything after it. The run is recorded in <workdir>/run.json and ends with the results
+    table from <workdir>/results.json.
     """
     from lrasr.runner import StageNotImplemented, make_plan, run_recipe
 
