@@ -53,7 +53,7 @@ def evaluate(
     console.print(summary_table(f"evaluate {manifest}", rows))
     if report.confusions:
         console.print(summary_table("most frequent character confusions",
-                                    [(f"{r} -> {h}", n) for r, h, n in report.confusions[:10]],
+                                    [(f"{_show(r)} -> {_show(h)}", n) for r, h, n in report.confusions[:10]],
                                     ("reference -> hypothesis", "count")))
 
 
@@ -73,3 +73,12 @@ def export(
         raise LrasrError(f"unknown export format {format!r}; supported: hf")
     summary = export_hf(model_dir, out_dir)
     console.print(summary_table("export", list(summary.items())))
+
+
+def _show(ch: str) -> str:
+    """A visible stand-in for a space; combining marks get a dotted circle to sit on."""
+    import unicodedata
+
+    if ch == " ":
+        return "␠"
+    return f"◌{ch}" if unicodedata.combining(ch) or unicodedata.category(ch) == "Mc" else ch
