@@ -81,4 +81,4 @@ def _show(ch: str) -> str:
 
     if ch == " ":
         return "␠"
-    return f"◌{ch}" if unicodedata.combining(ch) or unicodedata.category(ch) == "Mc" else ch
+    return f"◌{ch}" if unicodedata.category(ch).startswith("M") else ch
