@@ -47,9 +47,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(_to_tuple(state["python"]))
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())  # RNG states must be CPU byte tensors, even CUDA's
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def _to_plain(value: Any) -> Any:
@@ -130,7 +130,12 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 def load_checkpoint(folder: Path, model: torch.nn.Module, device: torch.device) -> dict[str, Any]:
-    """Load weights into ``model`` and return the state dict (``weights_only=True``)."""
+    """Load weights into ``model`` and return the state dict (``weights_only=True``).
+
+    The state is read onto the CPU whatever ``device`` is: RNG states must stay CPU tensors (and numpy
+    converts only CPU tensors), and ``optimizer.load_state_dict`` moves its moments to each
+    parameter's device itself.
+    """
     try:
         missing, unexpected = load_model(model, str(folder / "model.safetensors"), strict=False, device=str(device))
     except Exception as exc:  # safetensors raises plain errors for corrupt files and shape mismatches
@@ -140,7 +145,7 @@ def load_checkpoint(folder: Path, model: torch.nn.Module, device: torch.device) 
             f"checkpoint does not match the model (missing: {sorted(missing)[:5]}, unexpected: "
             f"{sorted(unexpected)[:5]}); the recipe's model changed since it was written -- use another "
             "workdir or --no-resume", folder)
-    return torch.load(folder / "state.pt", map_location=device, weights_only=True)
+    return torch.load(folder / "state.pt", map_location="cpu", weights_only=True)
 
 
 def load_weights(model: torch.nn.Module, path: str | Path, device: str | torch.device = "cpu") -> None:
