@@ -133,12 +133,21 @@ def conv_output_lengths(cfg: Wav2Vec2Config, lengths: Tensor) -> Tensor:
     return n
 
 
-def padding_mask(frames: Tensor | None, num_frames: int, device: torch.device) -> Tensor | None:
-    """bool [B, T], True at padded frames; None when nothing is padded (the fast path)."""
-    if frames is None:
-        return None
-    pad = torch.arange(num_frames, device=device)[None, :] >= frames.to(device)[:, None]
-    return pad if bool(pad.any()) else None
+def frame_layout(cfg: Wav2Vec2Config, lengths: Tensor | None, batch: int, num_samples: int
+                 ) -> tuple[Tensor, int, Tensor]:
+    """Frame bookkeeping on the CPU from the input lengths, so that on a GPU nothing in the forward
+    pass waits for queued kernels (no ``.item()``/``nonzero`` on device data).
+
+    lengths [B] samples or None (all ``num_samples``) -> (frames long [B], T frames of the padded
+    batch, pad bool [B, T] True at padded frames), all on the CPU.
+    """
+    num_frames = cfg.num_frames(num_samples)
+    if lengths is None:
+        frames = torch.full((batch,), num_frames, dtype=torch.long)
+    else:
+        frames = conv_output_lengths(cfg, lengths.detach().to("cpu", torch.long))
+    pad = torch.arange(num_frames)[None, :] >= frames[:, None]
+    return frames, num_frames, pad
 
 
 def run_transformer(backbone: Wav2Vec2Model, x: Tensor, pad: Tensor | None) -> Tensor:

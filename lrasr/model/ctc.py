@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lrasr.model.backbone import build_backbone, conv_output_lengths, extract_features, run_transformer
+from lrasr.model.backbone import build_backbone, conv_output_lengths, extract_features, frame_layout, run_transformer
 from lrasr.model.config import Wav2Vec2Config
 from lrasr.model.masking import compute_channel_mask, compute_span_mask
 
@@ -46,13 +46,7 @@ class Wav2Vec2ForCTC(nn.Module):
         self.backbone.encoder.transformer.layer_drop = cfg.layerdrop
         batch, num_samples = waveforms.shape
         device = waveforms.device
-        # frame counts and padding from the input lengths on the CPU: no device syncs mid-forward
-        if lengths is None:
-            frames = torch.full((batch,), cfg.num_frames(num_samples), dtype=torch.long)
-        else:
-            frames = conv_output_lengths(cfg, lengths.detach().to("cpu", torch.long))
-        num_frames = cfg.num_frames(num_samples)
-        pad_cpu = torch.arange(num_frames)[None, :] >= frames[:, None]
+        frames, num_frames, pad_cpu = frame_layout(cfg, lengths, batch, num_samples)
         pad = pad_cpu.to(device, non_blocking=True) if bool(pad_cpu.any()) else None
         feats, _ = extract_features(self.backbone, waveforms, None,
                                     cfg.feature_grad_mult if self.training else 0.0)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from lrasr.model.backbone import build_backbone, conv_output_lengths, extract_features, run_transformer
+from lrasr.model.backbone import build_backbone, extract_features, frame_layout, run_transformer
 from lrasr.model.config import Wav2Vec2Config
 from lrasr.model.losses import contrastive_accuracy, contrastive_logits, contrastive_loss, diversity_loss
 from lrasr.model.masking import compute_span_mask, sample_negatives
@@ -73,14 +73,8 @@ class Wav2Vec2ForPreTraining(nn.Module):
         self.backbone.encoder.transformer.layer_drop = cfg.layerdrop  # cfg may be edited after __init__
         batch, num_samples = waveforms.shape
         device = waveforms.device
-        # Bookkeeping (frame counts, padding, mask, indices) is done on the CPU from the input lengths,
-        # so that on a GPU nothing below waits for queued kernels (no .item()/nonzero on device data).
-        if lengths is None:
-            frames = torch.full((batch,), cfg.num_frames(num_samples), dtype=torch.long)
-        else:
-            frames = conv_output_lengths(cfg, lengths.detach().to("cpu", torch.long))
-        num_frames = cfg.num_frames(num_samples)
-        pad_cpu = torch.arange(num_frames)[None, :] >= frames[:, None]
+        # bookkeeping (frame counts, padding, mask, indices) stays on the CPU: see frame_layout
+        frames, num_frames, pad_cpu = frame_layout(cfg, lengths, batch, num_samples)
         has_pad = bool(pad_cpu.any())
         pad = pad_cpu.to(device, non_blocking=True) if has_pad else None
         valid = int(frames.sum())
