@@ -154,3 +154,16 @@ def test_mixed_precision_paths(manifest, tmp_path, monkeypatch, precision):
     assert set(dtypes) == {torch.float16 if precision == "fp16" else torch.bfloat16}
     state = torch.load(result.checkpoint / "state.pt", weights_only=True)
     assert bool(state["scaler"]) == (precision == "fp16")
+
+
+def test_device_names_are_checked_with_one_line_errors():
+    from lrasr.decode.acoustic import resolve_device as for_inference
+    from lrasr.errors import LrasrError
+    from lrasr.train.distributed import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu") and for_inference("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert resolve_device(None) == for_inference("") == torch.device("cpu")
+    for bad in ("gpu", "mps", "cuda:x"):
+        with pytest.raises(LrasrError):
+            for_inference(bad)

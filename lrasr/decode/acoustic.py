@@ -15,13 +15,10 @@ MIN_SAMPLES = 400
 
 
 def resolve_device(device: str | None) -> torch.device:
-    """``None``/``"auto"`` -> CUDA when available, else CPU; a CUDA request without CUDA is an error."""
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise LrasrError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    return dev
+    """``None``/``"auto"`` -> CUDA when available, else CPU; the same rules and errors as training."""
+    from lrasr.train.distributed import resolve_device as resolve
+
+    return resolve(device)
 
 
 def load_model(model_dir: str | Path, device: torch.device):

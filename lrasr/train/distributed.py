@@ -35,16 +35,25 @@ def env_info() -> DistInfo:
 
 
 def resolve_device(requested: str | torch.device | None, local_rank: int = 0) -> torch.device:
-    """``auto``/None -> cuda:LOCAL_RANK when CUDA is available, else cpu; ``cuda`` -> cuda:LOCAL_RANK."""
+    """``auto``/None/"" -> cuda:LOCAL_RANK when CUDA is available, else cpu; ``cuda`` -> cuda:LOCAL_RANK.
+
+    Anything else than cpu, cuda or an existing cuda:N is an ``LrasrError`` (one line, no traceback).
+    """
     from lrasr.errors import LrasrError
 
-    name = "auto" if requested is None else str(requested)
+    name = str(requested or "auto")
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise LrasrError(f"device {name!r} asked for but CUDA is not available; use --device cpu")
-        return torch.device(name if ":" in name else f"cuda:{local_rank}")
+        try:
+            device = torch.device(name if ":" in name else f"cuda:{local_rank}")
+        except RuntimeError:
+            raise LrasrError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise LrasrError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return device
     if name != "cpu":
         raise LrasrError(f"unknown device {name!r}; use cpu, cuda or cuda:N")
     return torch.device("cpu")
