@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -11,6 +12,8 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 # all-reduce gradients in buckets of this many elements (bounds the extra memory of the flat buffer)
 BUCKET_ELEMENTS = 32 * 1024 * 1024
+# how long a rank may wait in a collective for the others (evaluation and checkpoints run on rank 0 only)
+COLLECTIVE_TIMEOUT = timedelta(hours=2)
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,9 @@ def init_distributed(device: torch.device) -> DistInfo:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        dist.init_process_group(backend=backend, init_method="env://")
+        # rank 0 alone runs the task's evaluation (dev WER with beam search can take a while) while the
+        # others wait in a collective: NCCL's default 10-minute timeout would kill them
+        dist.init_process_group(backend=backend, init_method="env://", timeout=COLLECTIVE_TIMEOUT)
     return info
 
 
