@@ -27,7 +27,12 @@ SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif
 
 
 class AudioError(LrasrError):
-    """A file that cannot be decoded as audio."""
+    """A file that cannot be decoded as audio. ``reason`` is the message without the file name, for
+    rejected rows that name the file in their own column."""
+
+    def __init__(self, message: str, path: str | Path | None = None, line: int | None = None):
+        super().__init__(message, path, line)
+        self.reason = message
 
 
 @dataclass(frozen=True)

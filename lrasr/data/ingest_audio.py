@@ -51,12 +51,6 @@ def flac_name(item_id: str, audio: Path, start: float | None, end: float | None)
     return f"{safe}-{digest}.flac"
 
 
-def _message(exc: AudioError) -> str:
-    text = str(exc)
-    prefix = f"{exc.path}: "
-    return text[len(prefix):] if exc.path is not None and text.startswith(prefix) else text
-
-
 def check_audio(job: AudioJob) -> AudioResult:
     """Probe (and for FLAC output decode) one item's audio; a failed check gives a named reason."""
     path = Path(job.audio)
@@ -65,7 +59,7 @@ def check_audio(job: AudioJob) -> AudioResult:
     try:
         info = probe(path)
     except AudioError as exc:
-        return AudioResult(False, reason=f"undecodable audio: {path}: {_message(exc)}")
+        return AudioResult(False, reason=f"undecodable audio: {path}: {exc.reason}")
     if info.num_frames <= 0:
         return AudioResult(False, reason=f"undecodable audio: {path}: no samples")
     file_seconds = info.duration
@@ -76,6 +70,8 @@ def check_audio(job: AudioJob) -> AudioResult:
     cut = False
     if job.start is not None:
         end = file_seconds if job.end is None else job.end
+        if job.start < 0:  # soundfile would read a negative start from the end of the file
+            return AudioResult(False, reason=f"bad segment: negative start {job.start:.2f} s")
         if job.start >= file_seconds or end > file_seconds + job.tolerance:
             return AudioResult(False, reason=f"bad segment: {job.start:.2f}-{end:.2f} s lies beyond the end of "
                                              f"{path} ({file_seconds:.2f} s)")
@@ -91,15 +87,16 @@ def check_audio(job: AudioJob) -> AudioResult:
     if not (job.rewrite or cut):
         return AudioResult(True, file_seconds, str(path))
     out = Path(job.flac_out)
-    if out.is_file():
+    # written by an earlier run from this source as it is now (a source replaced since is cut again)
+    if out.is_file() and out.stat().st_mtime_ns >= path.stat().st_mtime_ns:
         try:
-            return AudioResult(True, probe(out).duration, str(out))  # written by an earlier run
+            return AudioResult(True, probe(out).duration, str(out))
         except AudioError:
             pass  # unreadable leftover: write it again
     try:
         wave = load(path, SAMPLE_RATE, start=job.start or 0.0, end=job.end if cut else None)
     except AudioError as exc:
-        return AudioResult(False, reason=f"undecodable audio: {path}: {_message(exc)}")
+        return AudioResult(False, reason=f"undecodable audio: {path}: {exc.reason}")
     if wave.size == 0:
         return AudioResult(False, reason=f"undecodable audio: {path}: decoded to no samples")
     save_flac(out, wave, SAMPLE_RATE)

@@ -104,6 +104,15 @@ class RejectLog:
         return out
 
     def write(self, path: str | Path) -> Path:
-        columns = ["source", "reason", "start", "end", "line", "id"]
-        frame = pd.DataFrame(self.rows, columns=[c for c in columns if any(c in r for r in self.rows)] or ["source", "reason"])
-        return write_manifest(frame, path, standard=REJECTED_COLUMNS)
+        frame = rejected_frame(self.rows)
+        return write_manifest(frame, path, standard=tuple(frame.columns))
+
+
+def rejected_frame(rows: list[dict[str, object]], first: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Rejected rows as a table: the ``first`` columns, source, reason, then whichever of start, end,
+    line, id any row has. Line numbers stay whole numbers (not 5.000) where other rows have none."""
+    columns = [*first, *(c for c in REJECTED_COLUMNS if c in ("source", "reason") or any(c in r for r in rows))]
+    frame = pd.DataFrame(rows, columns=columns)
+    if "line" in frame.columns:
+        frame["line"] = pd.to_numeric(frame["line"]).astype("Int64")
+    return frame

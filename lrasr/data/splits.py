@@ -35,7 +35,11 @@ def read_split_lists(lists: dict[str, Path]) -> dict[str, str]:
     for split, path in lists.items():
         if not Path(path).is_file():
             raise LrasrError(f"split list for {split} not found (prepare.split.lists.{split})", path)
-        for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise LrasrError(f"cannot read split list for {split}: {exc}", path) from None
+        for number, line in enumerate(lines, start=1):
             uid = line.strip().split("\t")[0].strip()
             if not uid:
                 continue

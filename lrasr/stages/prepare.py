@@ -7,16 +7,16 @@ which), ``report.json`` and ``report.png`` (segment length and SNR histograms).
 
 from __future__ import annotations
 
-import importlib
 import re
 from typing import Any
 
 import pandas as pd
 
-from lrasr.data.manifest import RejectLog, read_manifest, write_manifest
+from lrasr.data.manifest import RejectLog, read_manifest, rejected_frame, write_manifest
 from lrasr.errors import LrasrError, StageError
 from lrasr.io import write_json_atomic
-from lrasr.report import console, histograms_png, summary_table, warn
+from lrasr.report import console, histograms_png, summary_table
+from lrasr.stages.prepare_labeled import prepare_labeled
 from lrasr.stages.prepare_unlabeled import merge_unlabeled, prepare_unlabeled
 
 Shard = tuple[int, int]
@@ -37,22 +37,9 @@ def parse_shard(value: str | Shard | None) -> Shard | None:
     return index, count
 
 
-def _labeled(recipe, jobs: int) -> tuple[dict[str, Any] | None, RejectLog]:
-    try:
-        module = importlib.import_module("lrasr.stages.prepare_labeled")
-    except ModuleNotFoundError as exc:
-        if exc.name != "lrasr.stages.prepare_labeled":
-            raise
-        warn("labeled corpora skipped: lrasr.stages.prepare_labeled is not available in this build")
-        return None, RejectLog()
-    return module.prepare_labeled(recipe, jobs=jobs)
-
-
 def _merged_rejects(unlabeled: RejectLog, labeled: RejectLog) -> pd.DataFrame:
     rows = [{"input": "unlabeled", **r} for r in unlabeled.rows] + [{"input": "labeled", **r} for r in labeled.rows]
-    columns = ["input", "source", "reason", "start", "end", "line", "id"]
-    present = [c for c in columns if c in ("input", "source", "reason") or any(c in r for r in rows)]
-    return pd.DataFrame(rows, columns=present)
+    return rejected_frame(rows, first=("input",))
 
 
 def _table_rows(un: dict[str, Any]) -> list[tuple[str, object]]:
@@ -92,13 +79,14 @@ def run_prepare(recipe, jobs: int | None = None, shard: str | Shard | None = Non
     out.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"unlabeled": None, "labeled": None}
     un_rejects, lab_rejects = RejectLog(), RejectLog()
+    # labeled first: a broken index file (a one-line error) then stops the run before hours of VAD
+    if recipe.corpora.labeled and shard_t is None:
+        summary["labeled"], lab_rejects = prepare_labeled(recipe, jobs=jobs)
     if recipe.corpora.unlabeled:
         if merge:
             summary["unlabeled"], un_rejects = merge_unlabeled(recipe)
         else:
             summary["unlabeled"], un_rejects = prepare_unlabeled(recipe, jobs=jobs, shard=shard_t)
-    if recipe.corpora.labeled and shard_t is None:
-        summary["labeled"], lab_rejects = _labeled(recipe, jobs)
     rejected = _merged_rejects(un_rejects, lab_rejects)
     target = out if shard_t is None else out / "unlabeled" / "shards" / f"{shard_t[0]}-of-{shard_t[1]}"
     write_manifest(rejected, target / "rejected.tsv", standard=tuple(rejected.columns))
@@ -109,14 +97,13 @@ def run_prepare(recipe, jobs: int | None = None, shard: str | Shard | None = Non
         console.print(summary_table("prepare: unlabeled recordings", _table_rows(un)))
         _histograms(recipe, target, un)
     if summary["labeled"]:
-        scalars = [(k, v) for k, v in sorted(summary["labeled"].items()) if isinstance(v, (int, float, str))]
-        console.print(summary_table("prepare: labeled corpora", scalars))
+        console.print(summary_table("prepare: labeled corpora", _labeled_rows(summary["labeled"])))
     write_json_atomic(target / "report.json", summary)
     if len(rejected):
         kinds = rejected["reason"].astype(str).str.split(":", n=1).str[0].value_counts()
         detail = ", ".join(f"{kind} {count}" for kind, count in kinds.items())
         console.print(f"{len(rejected)} rejected ({detail}): see {target / 'rejected.tsv'}")
-    usable = (un or {}).get("segments", 0) + _labeled_count(summary["labeled"])
+    usable = (un or {}).get("segments", 0) + (summary["labeled"] or {}).get("utterances", 0)
     if usable == 0:
         raise StageError("nothing usable was produced (see rejected.tsv for why)", target / "rejected.tsv")
     if strict and len(rejected):
@@ -124,17 +111,17 @@ def run_prepare(recipe, jobs: int | None = None, shard: str | Shard | None = Non
     return summary
 
 
-def _labeled_count(labeled: dict[str, Any] | None) -> int:
-    """Utterances the labeled path produced (its summary's naming is B's; accept the obvious keys)."""
-    if not labeled:
-        return 0
-    for key in ("utterances", "kept", "train", "total"):
-        value = labeled.get(key)
-        if isinstance(value, (int, float)):
-            return int(value)
-        if isinstance(value, dict) and isinstance(value.get("utterances"), (int, float)):
-            return int(value["utterances"])
-    return 1  # labeled output exists but we cannot count it: do not call the run empty
+def _labeled_rows(labeled: dict[str, Any]) -> list[tuple[str, object]]:
+    """The labeled summary as table rows; the rejection counts and the most frequent rejected
+    characters (what to add to the whitelist) are shown too, not only written to report.json."""
+    rows: list[tuple[str, object]] = []
+    for key, value in sorted(labeled.items()):
+        if isinstance(value, dict):
+            value = ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
+        elif isinstance(value, list):
+            value = ", ".join(map(str, value[:5])) + (" ..." if len(value) > 5 else "") if value else "-"
+        rows.append((key, value))
+    return rows
 
 
 def _histograms(recipe, target, un: dict[str, Any]) -> None:

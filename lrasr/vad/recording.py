@@ -77,7 +77,7 @@ def process_recording(source: str, out_dir: str, vad: dict[str, Any], filters: d
         record.update(size=stat.st_size, mtime_ns=stat.st_mtime_ns)
         record["sha1"] = file_sha1(path)
     except AudioError as exc:
-        record["problems"].append({"reason": f"unreadable: {_reason(exc, path)}"})
+        record["problems"].append({"reason": f"unreadable: {exc.reason}"})
         return record
     except OSError as exc:
         record["problems"].append({"reason": f"unreadable: {exc.strerror or exc}"})
@@ -93,7 +93,7 @@ def process_recording(source: str, out_dir: str, vad: dict[str, Any], filters: d
     if failure:
         kept = sum(1 for s in record["segments"] if s["reject"] is None)
         record["problems"].append({"reason": f"decoding failed: stopped after {decoded:.1f} s of {info.duration:.1f} s "
-                                             f"({_reason(failure[0], path)}); kept {kept} segment(s) before it",
+                                             f"({failure[0].reason}); kept {kept} segment(s) before it",
                                    "start": round(decoded, 3), "end": round(info.duration, 3)})
     if decoded == 0.0 and not record["problems"]:
         record["problems"].append({"reason": "empty audio: no samples decoded"})
@@ -129,10 +129,3 @@ def _handle_segment(seg: Segment, index: int, name: str, seg_dir: Path, vad: Vad
         save_flac(seg_dir / f"{seg_id}.flac", pcm)
         row["audio"] = rel.as_posix()
     return row
-
-
-def _reason(exc: Exception, path: Path) -> str:
-    """An AudioError's message without the leading path (the rejected row names the file already)."""
-    text = str(exc)
-    prefix = f"{path}: "
-    return text[len(prefix):] if text.startswith(prefix) else text

@@ -1,0 +1,86 @@
+"""`run_prepare`'s merged rejected.tsv and labeled table, and labeled-audio edge cases (fast, generated audio)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from lrasr.data.ingest_audio import check_audio, make_job
+from lrasr.data.manifest import RejectLog, read_manifest, write_manifest
+from lrasr.data.splits import read_split_lists
+from lrasr.errors import LrasrError
+from lrasr.recipe import FilterConfig, Recipe
+from lrasr.stages.prepare import _labeled_rows, _merged_rejects, run_prepare
+
+
+def tone(path: Path, seconds: float, freq: float = 220.0) -> Path:
+    t = np.arange(int(seconds * 16000)) / 16000
+    sf.write(str(path), (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), 16000)
+    return path
+
+
+def test_rejected_tsv_keeps_line_numbers_whole(tmp_path):
+    unlabeled, labeled = RejectLog(), RejectLog()
+    unlabeled.add("a.wav", "too short: 0.5 s", start=1.0, end=1.5, id="a-00001")
+    labeled.add("t.tsv", "empty text", line=5, id="u1")
+    labeled.add("t.tsv", "malformed row: 2 fields, header has 3", line=12)
+    frame = _merged_rejects(unlabeled, labeled)
+    write_manifest(frame, tmp_path / "rejected.tsv", standard=tuple(frame.columns))
+    lines = (tmp_path / "rejected.tsv").read_text(encoding="utf-8").splitlines()
+    assert lines[0].split("\t") == ["input", "source", "reason", "start", "end", "line", "id"]
+    assert lines[2].split("\t")[5] == "5" and lines[3].split("\t")[5] == "12"  # not 5.000
+    assert lines[1].split("\t")[3:6] == ["1.000", "1.500", ""]
+    back = read_manifest(tmp_path / "rejected.tsv", required=("input", "reason"))
+    assert back["line"].tolist()[1:] == [5, 12]
+
+
+def test_labeled_table_shows_rejected_characters():
+    rows = dict(_labeled_rows({"utterances": 3, "top_rejected_chars": ["'e' U+0065 LATIN SMALL LETTER E x2"],
+                               "rejected_by_reason": {"empty text": 1, "too short": 2}, "figure": "x.png"}))
+    assert rows["top_rejected_chars"] == "'e' U+0065 LATIN SMALL LETTER E x2"
+    assert rows["rejected_by_reason"] == "empty text 1, too short 2"
+    assert rows["utterances"] == 3
+
+
+def test_broken_labeled_index_stops_before_any_recording_is_segmented(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    tone(raw / "a.wav", 2.0)
+    (tmp_path / "t.tsv").write_text("file\tsentence\na.wav\tഞാൻ\n", encoding="utf-8")
+    recipe = Recipe.model_validate({"name": "t", "language": "ml", "workdir": str(tmp_path / "w"), "corpora": {
+        "unlabeled": [{"path": str(raw)}], "labeled": [{"format": "tsv", "path": str(tmp_path / "t.tsv")}]}})
+    with pytest.raises(LrasrError, match="missing column"):
+        run_prepare(recipe)
+    assert not list((tmp_path / "w").rglob("*.json")), "no recording was processed before the error"
+
+
+def _job(audio: Path, out: Path, start: float | None = None, end: float | None = None):
+    return make_job(audio, start, end, None, None, out, True, FilterConfig())
+
+
+def test_negative_segment_start_is_rejected_not_read_from_the_end(tmp_path):
+    audio = tone(tmp_path / "a.wav", 3.0)
+    res = check_audio(_job(audio, tmp_path / "o.flac", start=-1.0, end=1.0))
+    assert not res.ok and res.reason.startswith("bad segment: negative start")
+
+
+def test_rewritten_flac_is_redone_when_its_source_changed(tmp_path):
+    audio = tone(tmp_path / "a.wav", 1.0)
+    out = tmp_path / "o.flac"
+    assert check_audio(_job(audio, out)).duration == pytest.approx(1.0)
+    first = out.stat().st_mtime_ns
+    assert check_audio(_job(audio, out)).ok and out.stat().st_mtime_ns == first  # unchanged source: reused
+    tone(audio, 2.0, freq=440.0)
+    os.utime(audio, ns=(first + 10**9, first + 10**9))  # the replacement is newer than the old FLAC
+    res = check_audio(_job(audio, out))
+    assert res.ok and res.duration == pytest.approx(2.0) and sf.info(str(out)).duration == pytest.approx(2.0)
+
+
+def test_undecodable_split_list_is_one_error(tmp_path):
+    (tmp_path / "train.lst").write_bytes(b"\xff\xfe utt1\n")
+    with pytest.raises(LrasrError, match=r"train\.lst: cannot read split list for train"):
+        read_split_lists({"train": tmp_path / "train.lst"})
