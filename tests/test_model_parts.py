@@ -42,6 +42,14 @@ def test_from_recipe_overrides_and_round_trip() -> None:
         Wav2Vec2Config.from_recipe("huge")
     with pytest.raises(LrasrError, match="not divisible by num_heads"):
         Wav2Vec2Config.from_recipe({"preset": "tiny", "num_heads": 3})
+    # wrong scalar types are named (not a Python error from inside validation); YAML's 2.0 is an int
+    with pytest.raises(LrasrError, match="embed_dim must be an integer, got 'x'"):
+        Wav2Vec2Config.from_recipe({"preset": "tiny", "embed_dim": "x"})
+    with pytest.raises(LrasrError, match="dropout must be a number"):
+        Wav2Vec2Config.from_recipe({"preset": "tiny", "dropout": "high"})
+    with pytest.raises(LrasrError, match="recipe model"):
+        Wav2Vec2Config.from_recipe({"preset": "tiny", "conv_layers": [["a", 10, 5]]})
+    assert Wav2Vec2Config.from_recipe({"preset": "tiny", "num_layers": 2.0}).num_layers == 2
 
 
 # ----------------------------------------------------------------------------------------- masking

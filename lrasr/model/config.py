@@ -22,6 +22,36 @@ def _default_convs(channels: int = 512) -> ConvLayers:
     return [(channels, 10, 5)] + [(channels, 3, 2)] * 4 + [(channels, 2, 2)] * 2
 
 
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _type_problems(data: dict[str, Any]) -> list[str]:
+    """Scalar fields of the wrong type (``embed_dim: "x"``, ``dropout: yes``), named, instead of a
+    Python error from deep inside validation. Integral floats pass for ints (YAML ``768.0``)."""
+    out = []
+    for f in dataclasses.fields(Wav2Vec2Config):
+        if f.name not in data or f.default is dataclasses.MISSING:
+            continue
+        value, default = data[f.name], f.default
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and value.is_integer()
+            if ok:
+                data[f.name] = int(value)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok:
+                data[f.name] = float(value)
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        else:
+            continue
+        if not ok:
+            out.append(f"{f.name} must be {_KINDS[type(default)]}, got {value!r}")
+    return out
+
+
 @dataclass
 class Wav2Vec2Config:
     # ---- feature encoder (waveform -> latent frames)
@@ -130,9 +160,13 @@ class Wav2Vec2Config:
         if unknown:
             raise LrasrError(f"{source}: unknown model field(s) {', '.join(unknown)}; "
                              f"known fields: {', '.join(sorted(known))}")
+        data = dict(data)
+        wrong = _type_problems(data)  # also turns YAML's 768.0 into 768 and 1 into 1.0 in ``data``
+        if wrong:
+            raise LrasrError(f"{source}: " + "; ".join(wrong))
         try:
             return cls(**data)
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:  # e.g. conv_layers entries that are not numbers
             raise LrasrError(f"{source}: {exc}") from None
 
     @classmethod
