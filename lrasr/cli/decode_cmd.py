@@ -66,24 +66,26 @@ def transcribe(
 def lm_build(
     text: List[Path] = typer.Argument(..., help="UTF-8 text files, one sentence a line."),
     output: Path = typer.Option(..., "--output", "-o", help="LM folder to write."),
-    order: int = typer.Option(3, "--order", "-n", help="n-gram order."),
+    order: Optional[int] = typer.Option(None, "--order", "-n", help="n-gram order (default: the recipe default, 3)."),
     language: Optional[str] = typer.Option(None, help="Language code: normalize the text as the acoustic data."),
     prune: Optional[List[int]] = typer.Option(
         None, "--prune", help="lmplz count threshold per order, repeated: --prune 0 --prune 0 --prune 1."),
-    memory: str = typer.Option("10%", help="lmplz sorting memory (e.g. 10%, 1G)."),
+    memory: Optional[str] = typer.Option(None, help="lmplz sorting memory, e.g. 10%, 1G (default: the recipe default, 10%)."),
 ) -> None:
     """Build a KenLM model (ARPA, binary trie, unigram list) from text."""
     from lrasr.decode.lm import build_lm, read_text_files
+    from lrasr.recipe import LmConfig, TextConfig
     from lrasr.report import err_console, summary_table
 
+    defaults = LmConfig()  # the recipe's lm section holds the defaults
     normalizer = None
     if language:
-        from lrasr.recipe import TextConfig
         from lrasr.text.normalize import Normalizer
 
         normalizer = Normalizer(language.lower(), TextConfig())
-    result = build_lm(read_text_files(text), output, order=order, prune=prune or None, memory=memory,
-                      normalizer=normalizer, language=language, sources=[str(t) for t in text])
+    result = build_lm(read_text_files(text), output, order=defaults.order if order is None else order,
+                      prune=prune or None, memory=memory or defaults.memory, normalizer=normalizer,
+                      language=language, sources=[str(t) for t in text])
     err_console.print(summary_table("lm build", list(result.summary().items())))
 
 

@@ -16,8 +16,9 @@ Required task attributes:
 - ``task.train_dataset: lrasr.train.batching.AudioDataset`` -- manifest-backed; the loop builds the
   seconds-bounded, length-bucketed, DDP-sharded batches from it (``lrasr.train.batching.plan_epoch``).
   Build it with ``AudioDataset(manifests: list[Path], crop_min_seconds=None, crop_max_seconds=None,
-  min_seconds=0.0, max_seconds=None)``: rows are read from TSV manifests (id, audio, duration, and
-  optional start/end to read a slice); with crops set, each item is a random crop of that length
+  min_seconds=0.0, max_seconds=None)``: rows are read from TSV manifests (id, audio, duration; each
+  ``audio`` is read whole -- the unlabeled manifest's start/end say where a segment file came from
+  and are not read positions); with crops set, each item is a random crop of that length
   range (pretraining), otherwise the whole utterance (fine-tuning). Utterances longer than
   ``max_seconds`` (or than ``cfg.max_device_batch_seconds``) are left out and counted in
   ``dataset.skipped`` (reason -> count), which the loop reports. A file that fails to decode during
