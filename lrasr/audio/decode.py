@@ -1,8 +1,9 @@
 """Audio decoding to 16 kHz mono float32, whole or in blocks.
 
 soundfile (libsndfile) reads wav, flac, ogg/vorbis, ogg/opus and mp3 quickly and can seek; everything
-else (m4a, mp4, webm, aac, ...) goes through torchcodec with Debian's ffmpeg, which also resamples and
-downmixes. Long recordings are read block by block so a 2-hour file never sits in memory at once.
+else (m4a, mp4, webm, aac, ...) goes through torchcodec with Debian's ffmpeg, decoded at the file's own
+rate; resampling is torchaudio's for every format. Long recordings are read block by block so a
+2-hour file never sits in memory at once.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def _check_readable(path: Path) -> None:
         raise AudioError("empty file (0 bytes)", path)
 
 
-def _torchcodec_decoder(path: Path, sample_rate: int | None = None):
+def _torchcodec_decoder(path: Path):
+    """A torchcodec decoder at the file's own rate and channels."""
     try:
         from torchcodec.decoders import AudioDecoder
     except (ImportError, RuntimeError, OSError) as exc:  # missing ffmpeg shared libraries
@@ -64,7 +66,7 @@ def _torchcodec_decoder(path: Path, sample_rate: int | None = None):
             f"cannot decode this format without torchcodec+ffmpeg ({exc}); install ffmpeg (apt-get install ffmpeg)", path
         ) from None
     try:
-        return AudioDecoder(str(path), sample_rate=sample_rate, num_channels=1 if sample_rate else None)
+        return AudioDecoder(str(path))
     except Exception as exc:  # torchcodec raises plain RuntimeError/ValueError for bad input
         raise AudioError(f"not decodable audio ({_short(exc)})", path) from None
 
@@ -127,12 +129,12 @@ def load(path: str | Path, sample_rate: int = SAMPLE_RATE, start: float = 0.0, e
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioError(f"not decodable audio ({_short(exc)})", path) from None
         return resample(_to_mono(data), rate, sample_rate)
-    decoder = _torchcodec_decoder(path, sample_rate)
+    decoder = _torchcodec_decoder(path)
     try:
         samples = decoder.get_samples_played_in_range(start, end)
     except Exception as exc:
         raise AudioError(f"decoding failed ({_short(exc)})", path) from None
-    return samples.data.mean(dim=0).numpy().astype(np.float32)
+    return resample(samples.data.mean(dim=0).numpy(), int(samples.sample_rate), sample_rate)
 
 
 def iter_blocks(path: str | Path, block_seconds: float = 60.0, sample_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
@@ -144,9 +146,6 @@ def iter_blocks(path: str | Path, block_seconds: float = 60.0, sample_rate: int 
     """
     path = Path(path)
     info = probe(path)
-    if info.backend != "soundfile":
-        yield from _iter_blocks_torchcodec(path, info, block_seconds, sample_rate)
-        return
     rate = info.sample_rate
     g = math.gcd(rate, sample_rate)
     period_in, period_out = rate // g, sample_rate // g
@@ -154,7 +153,7 @@ def iter_blocks(path: str | Path, block_seconds: float = 60.0, sample_rate: int 
     margin = max(1, int(0.05 * rate) // period_in + 1) * period_in  # 50 ms of filter context
     failure: list[BaseException] = []
     try:
-        with sf.SoundFile(str(path)) as handle:
+        with (sf.SoundFile(str(path)) if info.backend == "soundfile" else _CodecReader(path, info)) as handle:
             yield from _iter_blocks_sequential(handle, block, margin, period_in, period_out, sample_rate, failure)
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise AudioError(f"decoding failed ({_short(exc)})", path) from None
@@ -214,24 +213,48 @@ def _read_pieces(handle: sf.SoundFile, want: int, piece: int, failure: list[Base
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
-def _iter_blocks_torchcodec(path: Path, info: AudioInfo, block_seconds: float, sample_rate: int) -> Iterator[np.ndarray]:
-    decoder = _torchcodec_decoder(path, sample_rate)
-    start = 0.0
-    # the header's duration is only an estimate for some containers (raw ADTS AAC): the block that
-    # reaches it reads on to the true end of the stream instead of stopping there
-    while True:
-        end = start + block_seconds
-        last = end >= info.duration - 1e-6
-        try:
-            samples = decoder.get_samples_played_in_range(start, None if last else end)
-        except Exception as exc:
-            raise AudioError(f"decoding failed at {start:.1f}s ({_short(exc)})", path) from None
-        data = samples.data.mean(dim=0).numpy().astype(np.float32)
-        if data.size:
-            yield data
-        if last or data.size == 0:
-            break
-        start = end
+class _CodecReader:
+    """A torchcodec-decodable file read front to back at its own rate, like a ``sf.SoundFile``.
+
+    The decoder is asked for whole seconds only, so sample positions are exact: letting ffmpeg
+    resample each requested range put block joins up to 6 ms off (repeated or missing samples).
+    Resampling is then torchaudio's, as for every other format. The header's duration is only an
+    estimate for some containers (raw ADTS AAC): the piece that reaches it reads on to the stream's
+    true end, and ``frames`` stays "unknown" (huge) so the caller stops when reads come back short.
+    """
+
+    PIECE_SECONDS = 10
+
+    def __init__(self, path: Path, info: AudioInfo):
+        self._decoder = _torchcodec_decoder(path)
+        self.samplerate = info.sample_rate
+        self.frames = 1 << 62
+        self._duration = info.duration
+        self._next_second = 0
+        self._ended = False
+        self._buffer = np.zeros(0, dtype=np.float32)
+
+    def __enter__(self) -> "_CodecReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._decoder = None
+
+    def read(self, frames: int, dtype: str = "float32", always_2d: bool = False) -> np.ndarray:
+        """Up to ``frames`` mono samples [n] (fewer only at the end); decoding errors raise RuntimeError."""
+        while self._buffer.size < frames and not self._ended:
+            start = self._next_second
+            last = start + self.PIECE_SECONDS >= self._duration - 1e-6
+            try:
+                samples = self._decoder.get_samples_played_in_range(start, None if last else start + self.PIECE_SECONDS)
+            except Exception as exc:  # torchcodec raises RuntimeError/ValueError for damaged data
+                raise RuntimeError(_short(exc)) from None
+            piece = samples.data.mean(dim=0).numpy().astype(np.float32)
+            self._buffer = np.concatenate([self._buffer, piece])
+            self._next_second += self.PIECE_SECONDS
+            self._ended = last or piece.size == 0
+        out, self._buffer = self._buffer[:frames], self._buffer[frames:]
+        return out
 
 
 def save_flac(path: str | Path, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
