@@ -14,7 +14,7 @@ from lrasr.decode.beam import BeamDecoder
 from lrasr.decode.tune import SplitLogits, tune
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_decode_beam import _misspelled_fixture, logprobs_for, ml_setup  # noqa: E402,F401
+from test_decode_beam import FRAMES_PER_TOKEN, _misspelled_fixture, logprobs_for, ml_setup  # noqa: E402,F401
 from test_transcribe import make_model_dir  # noqa: E402
 
 pytest.importorskip("kenlm")
@@ -25,8 +25,12 @@ def test_tune_prefers_the_lm_when_it_fixes_errors(ml_setup):
     texts, tok, lm = ml_setup
     cases = _misspelled_fixture(texts, tok, n=8, seed=5)
     # utterance 0 is split into two chunks, as a long recording would be
-    first = logprobs_for(cases[0][1], len(tok.labels), cases[0][2])
-    chunks = [[(0.0, first)]] + [[(0.0, logprobs_for(ids, len(tok.labels), conf))] for _, ids, conf in cases[1:]]
+    ids0 = cases[0][1]
+    first = logprobs_for(ids0, len(tok.labels), cases[0][2])
+    cut = ids0.index(tok.labels.index("|"))  # at the first word boundary (the delimiter is dropped)
+    second_start = (cut + 1) * FRAMES_PER_TOKEN
+    split = [(0.0, first[: cut * FRAMES_PER_TOKEN]), (second_start * 0.02, first[second_start:])]
+    chunks = [split] + [[(0.0, logprobs_for(ids, len(tok.labels), conf))] for _, ids, conf in cases[1:]]
     cached = SplitLogits([f"u{i}" for i in range(8)], [t for t, _, _ in cases], ["s"] * 8, chunks)
     with BeamDecoder(tok, lm, beam_width=30, processes=2) as decoder:
         result = tune(cached, tok, decoder, alphas=[0.0, 0.5, 1.0], betas=[0.0, 1.0])
@@ -35,6 +39,11 @@ def test_tune_prefers_the_lm_when_it_fixes_errors(ml_setup):
     assert result.alpha > 0.0  # with alpha = 0 the LM cannot help
     assert result.dev_lm["wer"] == min(g["wer"] for g in result.grid)
     assert result.table_rows()[0][0] == "greedy" and result.dev_lm["utterances"] == 8
+    # the two chunks of utterance 0 are merged back into one text, as the unsplit utterance decodes
+    from lrasr.decode.tune import greedy_texts
+
+    assert greedy_texts(cached, tok)[0] == greedy_texts(
+        SplitLogits(["u0"], [cases[0][0]], ["s"], [[(0.0, first)]]), tok)[0]
 
 
 def _write_split(workdir: Path, split: str, rows: list[tuple[Path, str]]) -> None:
