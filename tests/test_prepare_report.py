@@ -84,3 +84,25 @@ def test_undecodable_split_list_is_one_error(tmp_path):
     (tmp_path / "train.lst").write_bytes(b"\xff\xfe utt1\n")
     with pytest.raises(LrasrError, match=r"train\.lst: cannot read split list for train"):
         read_split_lists({"train": tmp_path / "train.lst"})
+
+
+def test_unwritable_workdir_is_one_error(tmp_path):
+    (tmp_path / "file").write_text("not a folder", encoding="utf-8")
+    (tmp_path / "t.tsv").write_text("path\ttext\n", encoding="utf-8")
+    recipe = Recipe.model_validate({"name": "t", "language": "ml", "workdir": str(tmp_path / "file" / "w"),
+                                    "corpora": {"labeled": [{"format": "tsv", "path": str(tmp_path / "t.tsv")}]}})
+    with pytest.raises(LrasrError, match="cannot create the output folder"):
+        run_prepare(recipe)
+
+
+def test_symlink_loop_in_a_corpus_folder_is_walked_once(tmp_path):
+    from lrasr.stages.prepare_unlabeled import list_inputs
+
+    sub = tmp_path / "raw" / "sub"
+    sub.mkdir(parents=True)
+    tone(sub / "a.wav", 1.0)
+    (sub / "back").symlink_to(tmp_path / "raw")  # raw/sub/back -> raw: a loop
+    recipe = Recipe.model_validate({"name": "t", "language": "ml", "workdir": str(tmp_path / "w"),
+                                    "corpora": {"unlabeled": [{"path": str(tmp_path / "raw")}]}})
+    inputs, rejects, ignored = list_inputs(recipe)
+    assert inputs == [sub / "a.wav"] and len(rejects) == 0 and ignored == 0

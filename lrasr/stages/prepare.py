@@ -76,7 +76,11 @@ def run_prepare(recipe, jobs: int | None = None, shard: str | Shard | None = Non
     shard_t = parse_shard(shard)
     jobs = jobs or recipe.prepare.jobs
     out = recipe.workdir / "prepare"
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LrasrError(f"cannot create the output folder ({exc.strerror}); set workdir (or --workdir) to a "
+                         "writable folder", out) from None
     summary: dict[str, Any] = {"unlabeled": None, "labeled": None}
     un_rejects, lab_rejects = RejectLog(), RejectLog()
     # labeled first: a broken index file (a one-line error) then stops the run before hours of VAD

@@ -49,9 +49,12 @@ def list_inputs(recipe) -> tuple[list[Path], RejectLog, int]:
                 rejects.add(err.filename or root, f"unreadable: cannot list folder ({err.strerror})")
 
             workdir = Path(recipe.workdir).resolve()
+            visited = {root.resolve()}  # folders reached through links: each walked once (loops end)
             for folder, dirs, files in os.walk(root, onerror=on_error, followlinks=True):
                 # a workdir inside the corpus folder holds our own segments: never take them as input
-                dirs[:] = sorted(d for d in dirs if (Path(folder) / d).resolve() != workdir)
+                real = {d: (Path(folder) / d).resolve() for d in dirs}
+                dirs[:] = sorted(d for d in dirs if real[d] != workdir and real[d] not in visited)
+                visited.update(real[d] for d in dirs)
                 for name in files:
                     if (Path(folder) / name).suffix.lower() in exts:
                         found.append(Path(folder) / name)
