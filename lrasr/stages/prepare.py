@@ -8,6 +8,7 @@ which), ``report.json`` and ``report.png`` (segment length and SNR histograms).
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -129,11 +130,8 @@ def _labeled_rows(labeled: dict[str, Any]) -> list[tuple[str, object]]:
 
 
 def _histograms(recipe, target, un: dict[str, Any]) -> None:
-    seg_table = target / "segments.tsv" if (target / "segments.tsv").exists() else recipe.workdir / "prepare" / "unlabeled" / "segments.tsv"
-    try:
-        table = read_manifest(seg_table, required=("duration", "snr_db", "status"))
-    except LrasrError:
-        return
+    # segments.tsv (every VAD segment with its status) sits beside the manifest prepare_unlabeled wrote
+    table = read_manifest(Path(un["manifest"]).with_name("segments.tsv"), required=("duration", "snr_db", "status"))
     kept = table[table["status"] == "kept"]
     histograms_png(target / "report.png", {
         "kept segment length (s)": kept["duration"].tolist(),
