@@ -106,3 +106,14 @@ def test_symlink_loop_in_a_corpus_folder_is_walked_once(tmp_path):
                                     "corpora": {"unlabeled": [{"path": str(tmp_path / "raw")}]}})
     inputs, rejects, ignored = list_inputs(recipe)
     assert inputs == [sub / "a.wav"] and len(rejects) == 0 and ignored == 0
+
+
+def test_unexpected_failure_rejects_one_labeled_item_not_the_run(tmp_path):
+    from lrasr.data.ingest_audio import check_all
+
+    good, bad = tone(tmp_path / "a.wav", 1.0), tone(tmp_path / "b.wav", 1.0)
+    (tmp_path / "file").write_text("not a folder", encoding="utf-8")
+    jobs = [_job(bad, tmp_path / "file" / "b.flac"), _job(good, tmp_path / "a.flac")]  # b's FLAC cannot be written
+    first, second = check_all(jobs)
+    assert not first.ok and first.reason.startswith("internal error: FileExistsError")
+    assert second.ok and Path(second.audio).is_file()

@@ -103,6 +103,15 @@ def check_audio(job: AudioJob) -> AudioResult:
     return AudioResult(True, wave.size / SAMPLE_RATE, str(out))
 
 
+def _checked(job: AudioJob) -> AudioResult:
+    """``check_audio`` that turns an unexpected failure (a library bug, a full disk) into this item's
+    rejection, as the unlabeled path does: one bad file never stops the others."""
+    try:
+        return check_audio(job)
+    except Exception as exc:  # noqa: BLE001
+        return AudioResult(False, reason=f"internal error: {type(exc).__name__}: {exc}"[:300])
+
+
 def make_job(audio: Path, start: float | None, end: float | None, duration: float | None, samples: int | None,
              flac_out: Path, rewrite: bool, filters: FilterConfig) -> AudioJob:
     return AudioJob(str(audio), start, end, duration, samples, str(flac_out), rewrite,
@@ -123,7 +132,7 @@ def check_all(jobs: Iterable[AudioJob], workers: int = 1) -> Iterator[AudioResul
     jobs = list(jobs)
     estimate = sum(DECODE_SECONDS if j.rewrite or j.start else PROBE_SECONDS for j in jobs)
     if workers <= 1 or len(jobs) < 2 or estimate < POOL_MIN_SECONDS:
-        yield from map(check_audio, jobs)
+        yield from map(_checked, jobs)
         return
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        yield from pool.map(check_audio, jobs, chunksize=max(1, min(64, len(jobs) // (workers * 4))))
+        yield from pool.map(_checked, jobs, chunksize=max(1, min(64, len(jobs) // (workers * 4))))
