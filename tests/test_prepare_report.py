@@ -117,3 +117,19 @@ def test_unexpected_failure_rejects_one_labeled_item_not_the_run(tmp_path):
     first, second = check_all(jobs)
     assert not first.ok and first.reason.startswith("internal error: FileExistsError")
     assert second.ok and Path(second.audio).is_file()
+
+
+def test_missing_speaker_column_is_warned_not_silent(tmp_path, capsys):
+    from lrasr.stages.prepare_labeled import prepare_labeled
+
+    for i in range(4):
+        tone(tmp_path / f"a{i}.wav", 1.0)
+    (tmp_path / "t.tsv").write_text("path\tspeaker_id\ttext\n" + "".join(f"a{i}.wav\ts{i % 2}\tഞാൻ\n" for i in range(4)),
+                                    encoding="utf-8")
+    recipe = Recipe.model_validate({"name": "t", "language": "ml", "workdir": str(tmp_path / "w"),
+                                    "corpora": {"labeled": [{"format": "tsv", "path": str(tmp_path / "t.tsv")}]}})
+    summary, _ = prepare_labeled(recipe)
+    assert summary["utterances_without_speaker"] == 4
+    assert "4 of 4 utterances have no speaker" in " ".join(capsys.readouterr().err.split())
+    recipe.corpora.labeled[0].speaker_column = "speaker_id"
+    assert prepare_labeled(recipe)[0]["utterances_without_speaker"] == 0

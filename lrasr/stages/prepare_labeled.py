@@ -20,7 +20,7 @@ from lrasr.data.ingest import Item, ingest_corpus, read_lines
 from lrasr.data.ingest_audio import check_all, flac_name, make_job
 from lrasr.data.manifest import RejectLog, relative_audio, write_manifest
 from lrasr.data.splits import SPLITS, SplitInput, assign_splits, split_stats
-from lrasr.report import histograms_png, progress
+from lrasr.report import histograms_png, progress, warn
 from lrasr.text.normalize import Normalizer, describe_char
 from lrasr.text.tokenizer import train_tokenizer
 
@@ -143,6 +143,11 @@ def prepare_labeled(recipe, jobs: int = 1) -> tuple[dict[str, Any], RejectLog]:
     texted = _normalize(_unique(items, rejects), normalizer, rejects, bad_chars)
     kept = _check_audio(recipe, texted, max(1, int(jobs or 1)), rejects)
 
+    no_speaker = sum(1 for r in kept if not r["speaker"] and not r["split"])
+    if no_speaker and recipe.prepare.split.by == "speaker":
+        # a speaker column under another name is easy to miss: the split would then only look speaker-disjoint
+        warn(f"{no_speaker} of {len(kept)} utterances have no speaker, so each is its own group in the "
+             "speaker-disjoint split; name the corpus's speaker column (speaker_column, Kaldi utt2spk) if it has one")
     placed, left_out = assign_splits(
         [SplitInput(r["id"], r["duration"], r["speaker"] or None, r["split"]) for r in kept],
         recipe.prepare.split, recipe.seed)
@@ -163,6 +168,7 @@ def prepare_labeled(recipe, jobs: int = 1) -> tuple[dict[str, Any], RejectLog]:
         "utterances": sum(len(v) for v in rows.values()),
         "rejected": len(rejects),
         "hours": round(sum(r["duration"] for v in rows.values() for r in v) / 3600.0, 4),
+        "utterances_without_speaker": no_speaker,
         "audio": recipe.prepare.labeled_audio,
         "rejected_by_reason": rejects.counts(),
         "top_rejected_chars": [f"{describe_char(ch)} x{n}" for ch, n in bad_chars.most_common(TOP_CHARS)],
