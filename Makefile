@@ -55,4 +55,4 @@ bench: env kenlm
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf exp corpora/demo/raw corpora/demo/labeled corpora/demo/text.txt corpora/demo/.stamp
+	rm -rf exp/demo corpora/demo/raw corpora/demo/labeled corpora/demo/text.txt corpora/demo/.stamp
