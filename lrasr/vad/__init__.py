@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from lrasr.vad.backends import SAMPLE_RATE
 from lrasr.vad.segmenter import Segment, StreamingSegmenter, segment_stream
 
 __all__ = ["detect_speech", "segment_stream", "Segment", "StreamingSegmenter"]
@@ -22,6 +23,6 @@ def detect_speech(wave: np.ndarray, cfg) -> list[tuple[float, float]]:
     ``cfg`` is a ``lrasr.recipe.VadConfig`` (``backend`` picks webrtc or silero).
     """
     wave = np.asarray(wave, dtype=np.float32).reshape(-1)
-    step = max(1, int(cfg.block_seconds * 16_000))
+    step = max(1, int(cfg.block_seconds * SAMPLE_RATE))
     blocks = (wave[i: i + step] for i in range(0, wave.size, step))
     return [(s.start_s, s.end_s) for s in segment_stream(blocks, cfg) if s.duration + 1e-9 >= cfg.min_seconds]

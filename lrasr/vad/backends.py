@@ -11,7 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from lrasr.audio.decode import SAMPLE_RATE
 
 
 class FrameClassifier(Protocol):

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from lrasr.audio.decode import AudioError, iter_blocks, probe, save_flac
+from lrasr.audio.decode import SAMPLE_RATE, AudioError, iter_blocks, probe, save_flac
 from lrasr.io import file_sha1
 from lrasr.recipe import FilterConfig, VadConfig
 from lrasr.vad.backends import to_int16
@@ -108,7 +108,7 @@ def _counting(blocks, record: dict[str, Any], failure: list[AudioError]):
     stream normally (so the open segment still closes) and is kept in ``failure``."""
     try:
         for block in blocks:
-            record["duration"] += block.size / 16_000
+            record["duration"] += block.size / SAMPLE_RATE
             yield block
     except AudioError as exc:
         failure.append(exc)
