@@ -101,14 +101,24 @@ def test_run_evaluate_writes_results_and_tunes_first(shared_corpora, tmp_path):
     assert res.exit_code == 0, res.output
     assert "greedy" in res.output and "beam + LM" in res.output
     assert json.loads((work / "lm" / "tuned.json").read_text(encoding="utf-8"))["alpha"] == 0.5
-    # evaluate reuses weights tuned for this model and LM ...
-    run_evaluate(recipe, device="cpu")
+    # evaluate reuses weights tuned for this model, LM and search grid ...
+    tuned_file = work / "lm" / "tuned.json"
+    same_search = recipe.model_copy(update={"decode": recipe.decode.model_copy(
+        update={"beam_width": 4, "tune_alpha": [0.5], "tune_beta": [1.0]})})
+    before = tuned_file.stat().st_mtime_ns
+    run_evaluate(same_search, device="cpu")
+    assert tuned_file.stat().st_mtime_ns == before
     assert json.loads((work / "results.json").read_text(encoding="utf-8"))["lm"]["alpha"] == 0.5
-    # ... and tunes again once the model has changed
+    # ... tunes again when the search grid changed ...
+    run_evaluate(recipe, device="cpu")
+    assert len(json.loads(tuned_file.read_text(encoding="utf-8"))["grid"]) == 4
+    # ... and once the model has changed
+    before = tuned_file.stat().st_mtime_ns
     weights = work / "finetune" / "model" / "model.safetensors"
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     run_evaluate(recipe, device="cpu")
-    assert len(json.loads((work / "lm" / "tuned.json").read_text(encoding="utf-8"))["grid"]) == 4
+    assert tuned_file.stat().st_mtime_ns != before
+    assert len(json.loads(tuned_file.read_text(encoding="utf-8"))["grid"]) == 4
 
 
 def test_run_evaluate_without_prepare_says_what_to_do(tmp_path):

@@ -176,13 +176,17 @@ def tune_recipe(recipe, device: str | None = None, acoustic=None) -> TuneResult:
 
 
 def tuning_inputs(recipe) -> dict:
-    """Size and modification time of what tuned weights depend on: model weights, LM, dev split."""
+    """What tuned weights depend on: model weights, LM (binary or ARPA) and dev split (size and
+    modification time), and the search itself (grid, beam width)."""
     out = {}
     for name, path in (("model", model_dir(recipe) / "model.safetensors"), ("lm", lm_dir(recipe) / "lm.bin"),
+                       ("arpa", lm_dir(recipe) / "lm.arpa"),
                        ("dev", recipe.workdir / "prepare" / "dev" / "manifest.tsv")):
         if path.is_file():
             st = path.stat()
             out[name] = f"{st.st_size}:{st.st_mtime_ns}"
+    cfg = recipe.decode
+    out["search"] = f"alpha={list(cfg.tune_alpha)} beta={list(cfg.tune_beta)} beam={cfg.beam_width}"
     return out
 
 
@@ -199,7 +203,7 @@ def load_tuned(recipe) -> dict | None:
         warn(f"{path}: not valid JSON; tuning again")
         return None
     if tuned.get("inputs") != tuning_inputs(recipe):
-        warn(f"{path}: tuned for another model, LM or dev split; tuning again")
+        warn(f"{path}: tuned for another model, LM, dev split or search grid; tuning again")
         return None
     return tuned
 
