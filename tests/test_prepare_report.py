@@ -133,3 +133,16 @@ def test_missing_speaker_column_is_warned_not_silent(tmp_path, capsys):
     assert "4 of 4 utterances have no speaker" in " ".join(capsys.readouterr().err.split())
     recipe.corpora.labeled[0].speaker_column = "speaker_id"
     assert prepare_labeled(recipe)[0]["utterances_without_speaker"] == 0
+
+
+@pytest.mark.parametrize("fmt", ["FLAC", "MP3"])
+def test_referenced_file_cut_off_after_its_header_is_rejected(tmp_path, fmt):
+    t = np.arange(16000 * 4) / 16000
+    full = tmp_path / f"full.{fmt.lower()}"
+    sf.write(str(full), (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000, format=fmt)
+    cut = tmp_path / f"cut.{fmt.lower()}"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])  # the header still promises 4 s
+    reference = [make_job(p, None, None, None, None, tmp_path / "o.flac", False, FilterConfig()) for p in (full, cut)]
+    ok, bad = (check_audio(job) for job in reference)
+    assert ok.ok and ok.audio == str(full)
+    assert not bad.ok and "damaged or truncated" in bad.reason and str(cut) in bad.reason

@@ -24,6 +24,7 @@ from lrasr.errors import LrasrError
 from lrasr.io import atomic_path
 
 SAMPLE_RATE = 16_000
+HEADER_LENGTH_EXTENSIONS = {".flac", ".mp3"}  # length read from a header that survives truncation
 SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".oga", ".au"}
 
 
@@ -97,6 +98,30 @@ def probe(path: str | Path) -> AudioInfo:
     if not rate or seconds is None:
         raise AudioError("no audio stream with a known sample rate and duration", path)
     return AudioInfo(rate, int(round(seconds * rate)), int(meta.num_channels or 1), "torchcodec")
+
+
+def check_end(path: str | Path, info: AudioInfo) -> None:
+    """Raise ``AudioError`` when the last samples ``info`` promises cannot be read.
+
+    A cut-off FLAC or MP3 keeps a header that claims the full length, so ``probe`` alone accepts it;
+    reading from 1024 samples before the promised end (a seek, about a millisecond) finds the damage.
+    WAV and Ogg lengths come from the data itself (checking them costs up to 3 ms each for nothing);
+    files that only ffmpeg reads are not checked here.
+    """
+    if info.backend != "soundfile" or info.num_frames <= 0:
+        return
+    if Path(path).suffix.lower() not in HEADER_LENGTH_EXTENSIONS:
+        return
+    want = min(1024, info.num_frames)
+    try:
+        with sf.SoundFile(str(path)) as handle:
+            handle.seek(info.num_frames - want)
+            got = handle.read(want, dtype="float32", always_2d=True).shape[0]
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise AudioError(f"damaged or truncated: cannot read its end ({_short(exc)})", path) from None
+    if got == 0:  # not got < want: an MP3 header's length is an estimate, often a few ms long
+        raise AudioError(f"damaged or truncated: the header promises {info.duration:.2f} s but the data ends earlier",
+                         path)
 
 
 def _to_mono(block: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from lrasr.audio.decode import SAMPLE_RATE, AudioError, load, probe, save_flac
+from lrasr.audio.decode import SAMPLE_RATE, AudioError, check_end, load, probe, save_flac
 from lrasr.recipe import FilterConfig
 
 
@@ -85,6 +85,10 @@ def check_audio(job: AudioJob) -> AudioResult:
     if seconds > job.max_seconds:
         return AudioResult(False, reason=f"too long: {seconds:.2f} s > filters.max_seconds {job.max_seconds}")
     if not (job.rewrite or cut):
+        try:  # referenced as it is, never decoded here: at least make sure it is not cut off
+            check_end(path, info)
+        except AudioError as exc:
+            return AudioResult(False, reason=f"undecodable audio: {path}: {exc.reason}")
         return AudioResult(True, file_seconds, str(path))
     out = Path(job.flac_out)
     # written by an earlier run from this source as it is now (a source replaced since is cut again)
