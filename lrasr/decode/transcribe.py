@@ -215,11 +215,7 @@ def build_transcriber(model_dir: str | Path, lm_dir: str | Path | None = None, d
                            processes=processes if processes is not None else default_processes())
     elif lm_dir is not None:
         raise LrasrError("--lm needs the beam decoder (--decoder beam)")
-    try:
-        segmenter = vad_segmenter(vad_cfg or VadConfig(), cfg.chunk_seconds)
-    except ImportError:
-        warn("VAD (lrasr.vad) is unavailable: long files are cut at their quietest points instead")
-        segmenter = None
+    segmenter = vad_segmenter(vad_cfg or VadConfig(), cfg.chunk_seconds)
     return Transcriber(acoustic, beam, chunk_seconds=cfg.chunk_seconds, batch_seconds=cfg.batch_seconds,
                        segmenter=segmenter)
 

@@ -19,6 +19,7 @@ from lrasr.decode.types import Hypothesis, merge_hypotheses
 from lrasr.errors import StageError
 from lrasr.io import write_json_atomic
 from lrasr.report import progress, warn
+from lrasr.text.normalize import recipe_normalizer
 
 
 def model_dir(recipe) -> Path:
@@ -97,12 +98,6 @@ def beam_texts(cached: SplitLogits, decoder, alpha: float | None = None, beta: f
     return cached.merge(decoder.decode_batch(cached.flat(), alpha=alpha, beta=beta))
 
 
-def _normalizer(recipe):
-    from lrasr.text.normalize import Normalizer
-
-    return Normalizer(recipe.language, recipe.prepare.text)
-
-
 def score_texts(cached: SplitLogits, hyps: list[str], normalizer=None):
     from lrasr.evaluate import score
 
@@ -166,10 +161,10 @@ def tune_recipe(recipe, device: str | None = None, acoustic=None) -> TuneResult:
     cfg = recipe.decode
     if acoustic is None:
         acoustic = AcousticModel(model_dir(recipe), device=device, batch_seconds=cfg.batch_seconds)
-    cached = split_logits(dev, acoustic, cfg.chunk_seconds, _segmenter(recipe), "acoustic model on dev")
+    cached = split_logits(dev, acoustic, cfg.chunk_seconds, recipe_segmenter(recipe), "acoustic model on dev")
     with BeamDecoder(acoustic.tokenizer, lm, alpha=cfg.alpha, beta=cfg.beta, beam_width=cfg.beam_width,
                      processes=default_processes()) as decoder:
-        result = tune(cached, acoustic.tokenizer, decoder, cfg.tune_alpha, cfg.tune_beta, _normalizer(recipe))
+        result = tune(cached, acoustic.tokenizer, decoder, cfg.tune_alpha, cfg.tune_beta, recipe_normalizer(recipe))
     result.inputs = tuning_inputs(recipe)
     write_json_atomic(lm / "tuned.json", result.to_json())
     return result
@@ -208,11 +203,8 @@ def load_tuned(recipe) -> dict | None:
     return tuned
 
 
-def _segmenter(recipe):
+def recipe_segmenter(recipe):
+    """The VAD chunker for a recipe's long utterances (the prepare stage's VAD settings)."""
     from lrasr.decode.chunking import vad_segmenter
 
-    try:
-        return vad_segmenter(recipe.prepare.vad, recipe.decode.chunk_seconds)
-    except ImportError:
-        warn("VAD (lrasr.vad) is unavailable: long utterances are cut at their quietest points instead")
-        return None
+    return vad_segmenter(recipe.prepare.vad, recipe.decode.chunk_seconds)

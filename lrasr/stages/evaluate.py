@@ -16,9 +16,10 @@ def run_evaluate(recipe, device: str | None = None) -> dict:
     from lrasr.decode.acoustic import AcousticModel
     from lrasr.decode.beam import BeamDecoder
     from lrasr.decode.transcribe import default_processes
-    from lrasr.decode.tune import (_normalizer, _segmenter, beam_texts, greedy_texts, lm_dir, load_tuned, metrics,
-                                   model_dir, score_texts, split_logits, tune_recipe)
+    from lrasr.decode.tune import (beam_texts, greedy_texts, lm_dir, load_tuned, metrics, model_dir,
+                                   recipe_segmenter, score_texts, split_logits, tune_recipe)
     from lrasr.evaluate import write_report
+    from lrasr.text.normalize import recipe_normalizer
 
     split = recipe.evaluate.split
     manifest = recipe.workdir / "prepare" / split / "manifest.tsv"
@@ -26,9 +27,9 @@ def run_evaluate(recipe, device: str | None = None) -> dict:
         raise StageError(f"no {split} split to evaluate: run the prepare stage first", manifest)
     cfg = recipe.decode
     acoustic = AcousticModel(model_dir(recipe), device=device, batch_seconds=cfg.batch_seconds)
-    normalizer = _normalizer(recipe)
+    normalizer = recipe_normalizer(recipe)
     out_dir = recipe.stage_dir("evaluate")
-    cached = split_logits(manifest, acoustic, cfg.chunk_seconds, _segmenter(recipe), f"acoustic model on {split}")
+    cached = split_logits(manifest, acoustic, cfg.chunk_seconds, recipe_segmenter(recipe), f"acoustic model on {split}")
     greedy = score_texts(cached, greedy_texts(cached, acoustic.tokenizer), normalizer)
     write_report(greedy, out_dir / "greedy")
     results: dict = {"split": split, "greedy": metrics(greedy), "lm": None, "dev_greedy": None, "dev_lm": None,

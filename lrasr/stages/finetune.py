@@ -28,6 +28,7 @@ from lrasr.data.manifest import RejectLog, audio_paths, read_manifest, write_man
 from lrasr.errors import LrasrError, StageError
 from lrasr.io import write_json_atomic
 from lrasr.report import warn
+from lrasr.text.normalize import recipe_normalizer
 
 HEAD = "aux."
 SAMPLE_RATE = 16000
@@ -294,7 +295,7 @@ def run_finetune(recipe: Any, device: str | None = None, resume: bool = True, ma
     freeze = 0 if scratch else (f.freeze_steps if f.freeze_steps is not None else round(0.1 * total))
     dataset = AudioDataset([data_dir / "train.tsv"], seed=recipe.seed)
     task = FinetuneTask(model, tokenizer, dataset, targets, freeze, recipe.seed, f.metric, dev_rows, dev_targets,
-                        _normalizer(recipe), eval_batch_seconds=f.max_device_batch_seconds,
+                        recipe_normalizer(recipe), eval_batch_seconds=f.max_device_batch_seconds,
                         freeze_feature_encoder=not scratch)
     train_cfg = f.model_copy(update={"lr": f.peak_lr(model.cfg.embed_dim)})
     result = train(task, train_cfg, out, device=device, resume=resume, max_steps=total)
@@ -328,9 +329,3 @@ def run_finetune(recipe: Any, device: str | None = None, resume: bool = True, ma
 
 def _reasons(rejects: RejectLog) -> str:
     return ", ".join(f"{n} {k}" for k, n in rejects.counts().items()) or "the manifest is empty"
-
-
-def _normalizer(recipe: Any) -> Any:
-    from lrasr.text.normalize import Normalizer
-
-    return Normalizer(recipe.language, recipe.prepare.text)

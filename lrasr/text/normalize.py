@@ -188,3 +188,8 @@ def describe_char(ch: str) -> str:
     name = unicodedata.name(ch, "unnamed")
     shown = ch if unicodedata.category(ch)[0] not in "CZM" else ""
     return f"{shown!r} U+{ord(ch):04X} {name}" if shown else f"U+{ord(ch):04X} {name}"
+
+
+def recipe_normalizer(recipe) -> "Normalizer":
+    """The normalizer a recipe's acoustic data, LM text and scoring all share."""
+    return Normalizer(recipe.language, recipe.prepare.text)
