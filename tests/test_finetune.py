@@ -197,3 +197,16 @@ def test_default_peak_lr_follows_model_width(trained):
     assert FinetuneConfig().peak_lr(768) == 5e-5  # base/large: the paper's value
     assert FinetuneConfig(lr=1e-3).peak_lr(768) == 1e-3
     assert trained[3]["lr"] == 2e-3  # the recipe's own value is what trained
+
+
+def test_selection_tie_break_never_outweighs_one_error():
+    from lrasr.stages.finetune import selection_tie_break
+
+    # one word error in 5000 words (WER step 2e-4) must beat any dev loss difference
+    for units in (1, 12, 5000, 10**6):
+        step = 1 / units
+        worst = selection_tie_break(1e9, units)
+        assert 0 < worst < step / 2 + 1e-15
+        assert (0.1 + selection_tie_break(1e9, units)) < (0.1 + step + selection_tie_break(0.0, units))
+    assert selection_tie_break(2.0, 100) > selection_tie_break(1.0, 100)  # lower loss wins a tie
+    assert selection_tie_break(float("nan"), 100) == 0.0

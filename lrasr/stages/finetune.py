@@ -216,9 +216,20 @@ class FinetuneTask:
         report = score(list(self.dev["text"]), hyps, self.normalizer, ids=ids, speakers=speakers)
         metrics = {"dev_loss": loss_sum / counted if counted else float("nan"), "dev_wer": report.wer,
                    "dev_cer": report.cer}
-        tie_break = metrics["dev_loss"] if metrics["dev_loss"] == metrics["dev_loss"] else 0.0
-        metrics["dev_selection"] = metrics[self.metric] + 1e-6 * min(tie_break, 1e4)
+        metrics["dev_selection"] = metrics[self.metric] + selection_tie_break(
+            metrics["dev_loss"], report.words if self.metric == "dev_wer" else report.chars)
         return metrics, report
+
+
+def selection_tie_break(loss: float, units: int) -> float:
+    """A term that orders equal WERs (CERs) by dev loss and never outweighs one error.
+
+    The smallest change of the metric is one error in ``units`` reference words (characters); the
+    term stays below half of that whatever the loss, so selection is by the metric first.
+    """
+    if loss != loss or loss < 0:  # NaN (no feasible dev utterance): no tie-break
+        return 0.0
+    return 0.5 / (max(units, 1) + 1) * loss / (1.0 + loss)
 
 
 def ctc_loss_sum(logits: torch.Tensor, frames: torch.Tensor, targets: list[list[int]]) -> tuple[torch.Tensor, int]:
