@@ -117,8 +117,8 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
 
     path = Path(path)
     if not path.exists():
-        raise LrasrError("init_from path does not exist: give a model folder (config.json + weights), "
-                         "a fairseq .pt, 'pretrain' or 'none'", path)
+        # also reached from `lrasr export`, so the message does not speak of init_from
+        raise LrasrError("does not exist: expected a model folder (config.json + weights) or a fairseq .pt", path)
     if path.is_file():
         if path.suffix in (".pt", ".pth", ".ckpt"):
             return fairseq.read_fairseq(path)
