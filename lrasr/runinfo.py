@@ -128,8 +128,13 @@ def run_summary(recipe: Recipe, stamps: dict[str, dict[str, Any] | None]) -> dic
         "pretrain": _steps(stamps.get("pretrain"), recipe.pretrain.max_steps) if recipe.pretrain else None,
         "finetune": _steps(stamps.get("finetune"), recipe.finetune.max_steps) if recipe.finetune else None,
     }
-    return {"recipe": recipe.name, "language": recipe.language, "hours": hours, "model": model, "steps": steps,
-            "seed": recipe.seed}
+    out = {"recipe": recipe.name, "language": recipe.language, "hours": hours, "model": model, "steps": steps,
+           "seed": recipe.seed}
+    # greedy dev scores of the kept model, measured by finetune: the dev column when no LM was tuned
+    ft = (stamps.get("finetune") or {}).get("summary")
+    if isinstance(ft, dict) and isinstance(ft.get("dev_wer"), (int, float)):
+        out["finetune_dev"] = {"wer": ft["dev_wer"], "cer": ft.get("dev_cer")}
+    return out
 
 
 def _metric(results: dict[str, Any], key: str, name: str) -> float | None:
@@ -153,6 +158,8 @@ def results_rows(results: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     for name in ("wer", "cer"):
         for label, dev_key, test_key in (("greedy", "dev_greedy", "greedy"), ("with LM", "dev_lm", "lm")):
             dev, test = _metric(results, dev_key, name), _metric(results, test_key, name)
+            if dev is None and dev_key == "dev_greedy":
+                dev = _metric(run, "finetune_dev", name)
             if dev is None and test is None:
                 continue
             pct = [None if v is None else f"{100 * v:.1f}" for v in (dev, test)]
@@ -171,5 +178,7 @@ def finish_results(recipe: Recipe, stamps: dict[str, dict[str, Any] | None]) -> 
         return None
     results["run"] = run_summary(recipe, stamps)
     write_json_atomic(path, results)
-    console.print(summary_table(f"{recipe.name}: results ({path})", results_rows(results), ("", "dev", "test")))
+    # the right-hand column is the split the evaluate stage scored (evaluate.split may be dev)
+    split = str(results.get("split") or "test")
+    console.print(summary_table(f"{recipe.name}: results ({path})", results_rows(results), ("", "dev", split)))
     return results

@@ -297,6 +297,10 @@ def test_results_rows_show_percentages():
     assert table["WER % greedy"] == ("40.0", "50.0")
     assert table["WER % with LM"] == ("-", "30.0")
     assert table["finetune steps"] == (300, "")
+    # no LM tuned: the dev column shows finetune's greedy dev scores instead of '-'
+    rows = results_rows({"greedy": {"wer": 0.5, "cer": 0.25}, "dev_greedy": None, "lm": None,
+                         "run": {"finetune_dev": {"wer": 0.45, "cer": 0.2}}})
+    assert {r[0]: r[1:] for r in rows}["WER % greedy"] == ("45.0", "50.0")
 
 
 def test_missing_stage_module_says_not_implemented(mini, monkeypatch):
