@@ -94,9 +94,12 @@ def stage_inputs(recipe: Recipe, stage: str) -> StageInputs:
                            tuple(files + _init_path(recipe.finetune.init_from)))
     if stage == "lm":
         files = [e.path for e in recipe.corpora.text]
-        if recipe.lm is not None and recipe.lm.include_train_text:
+        # the LM reads prepare's output only through the training transcripts
+        uses_train = recipe.lm is None or recipe.lm.include_train_text
+        if uses_train:
             files.append(prep / "train" / "manifest.tsv")
-        return StageInputs(("language", "lm", "prepare.text", "corpora.text"), ("prepare",), tuple(files))
+        return StageInputs(("language", "lm", "prepare.text", "corpora.text"), ("prepare",) if uses_train else (),
+                           tuple(files))
     if stage == "evaluate":
         upstream = ("prepare", "finetune") + (("lm",) if recipe.lm is not None else ())
         files = (prep / "dev" / "manifest.tsv", prep / "test" / "manifest.tsv")

@@ -160,6 +160,15 @@ def test_changed_setting_reruns_that_stage_and_downstream_only(mini, override, e
     assert fakes.ran() == []
 
 
+def test_lm_without_train_text_does_not_follow_prepare(mini):
+    path, fakes = mini
+    no_train = {"lm.include_train_text": False}
+    _run(path, no_train)
+    fakes.ran()
+    _run(path, {**no_train, "prepare.split": {"dev": 0.3, "test": 0.2}})
+    assert fakes.ran() == ["prepare", "pretrain", "finetune", "evaluate"]
+
+
 def test_input_content_change_reruns_but_a_touch_does_not(mini):
     path, fakes = mini
     _run(path)
