@@ -210,3 +210,31 @@ def test_selection_tie_break_never_outweighs_one_error():
         assert (0.1 + selection_tie_break(1e9, units)) < (0.1 + step + selection_tie_break(0.0, units))
     assert selection_tie_break(2.0, 100) > selection_tie_break(1.0, 100)  # lower loss wins a tie
     assert selection_tie_break(float("nan"), 100) == 0.0
+
+
+def test_freeze_steps_train_only_the_head_then_everything_but_the_feature_encoder(trained, tmp_path):
+    """From a checkpoint: during freeze_steps only the CTC head moves; the feature encoder never does."""
+    import shutil
+
+    import torch
+
+    from lrasr.model.io import load_ctc_model
+    from lrasr.stages.finetune import run_finetune
+
+    root, work, recipe, summary = trained
+    start, _ = load_ctc_model(work / "finetune" / "model")
+    before = {k: v.clone() for k, v in start.state_dict().items()}
+
+    def changed(model):
+        after = model.state_dict()
+        return {k.removeprefix("backbone.").split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+
+    # (mask_embedding: the learned vector that time masking writes, trained like the transformer)
+    for steps, expected in ((2, {"aux"}), (4, {"aux", "encoder", "mask_embedding"})):
+        w = tmp_path / f"w{steps}"
+        shutil.copytree(work / "prepare", w / "prepare")
+        rec = load_recipe(write_recipe(tmp_path, w, init_from=str(work / "finetune" / "model"), max_steps=steps,
+                                       freeze_steps=2, eval_every=100, save_every=100))
+        run_finetune(rec, device="cpu", resume=False)
+        model, _ = load_ctc_model(w / "finetune" / "model")
+        assert changed(model) == expected, steps
