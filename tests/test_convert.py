@@ -54,6 +54,8 @@ def test_export_hf_matches_lrasr_logits_and_transcripts(ctc_folder, tmp_path):
     vocab = json.loads((out / "vocab.json").read_text())
     assert vocab["<pad>"] == 0 and vocab["|"] == tok.labels.index("|")
     assert proc.feature_extractor.do_normalize is False  # lrasr feeds raw waveforms
+    # every token id the processor can produce is an output of the head (no <s>/</s> beyond it)
+    assert len(proc.tokenizer) == hf.config.vocab_size
     torch.manual_seed(1)
     for seconds in (0.7, 1.3):
         wave = torch.randn(1, int(16000 * seconds)) * 0.1

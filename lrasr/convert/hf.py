@@ -123,8 +123,9 @@ def export_hf(model_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     try:
         hf_model.save_pretrained(str(tmp), safe_serialization=True)
         (tmp / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False, indent=1), encoding="utf-8")
+        # no <s>/</s>: CTC has no use for them, and as added tokens they would get ids past the head
         tokenizer = Wav2Vec2CTCTokenizer(str(tmp / "vocab.json"), unk_token=UNK, pad_token=labels[0],
-                                         word_delimiter_token="|")
+                                         word_delimiter_token="|", bos_token=None, eos_token=None)
         normalize = bool(ckpt.arch.get("normalize_waveform"))
         extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
                                              do_normalize=normalize,
