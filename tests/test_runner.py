@@ -342,6 +342,11 @@ def test_cli_run_and_dry_run(mini):
     assert res.exit_code == 0 and (other / "prepare" / ".stamp.json").exists()
     res = cli.invoke(app, ["run", str(path), "--from", "nonsense"])
     assert res.exit_code == 2 and "not a stage" in res.output
+    # Ctrl-C inside a stage: one line saying how to go on, no traceback
+    fakes.fail_once.add("evaluate")
+    res = cli.invoke(app, ["run", str(path), "--force", "evaluate"])
+    assert res.exit_code == 130 and "run the same command again" in res.output
+    assert "Traceback" not in res.output
 
 
 DRIVER = """\

@@ -51,6 +51,10 @@ def run(
     except StageNotImplemented as exc:
         err_console.print(f"[yellow]{exc}[/]")
         raise typer.Exit(3) from None
+    except KeyboardInterrupt:
+        # no stamp was written for the interrupted stage: the next run resumes or redoes it
+        err_console.print("[yellow]interrupted: run the same command again to resume[/]")
+        raise typer.Exit(130) from None
     took = sum(outcome.seconds.values())
     console.print(f"ran {', '.join(outcome.ran) or 'nothing'}"
                   + (f" in {took:.1f} s" if outcome.ran else "")
