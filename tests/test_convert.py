@@ -215,6 +215,18 @@ def test_bad_inputs(ctc_folder, tmp_path):
     # the exported model folder still loads with lrasr's own loader
     m, t = load_ctc_model(folder)
     assert t.labels == tok.labels
+    # export never deletes the model itself or a folder of other files; an earlier export is replaced
+    for target in (folder, folder.parent):
+        with pytest.raises(LrasrError, match="would replace the model"):
+            export_hf(folder, target)
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    with pytest.raises(LrasrError, match="refusing to replace"):
+        export_hf(folder, busy)
+    assert (busy / "notes.txt").read_text() == "mine" and (folder / "model.safetensors").is_file()
+    export_hf(folder, tmp_path / "again")
+    export_hf(folder, tmp_path / "again")
 
 
 def test_import_transformers_pretraining_model_quantizer_included(tmp_path):

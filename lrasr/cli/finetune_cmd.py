@@ -61,7 +61,7 @@ def evaluate(
 @user_errors
 def export(
     model_dir: Path = typer.Argument(..., help="Fine-tuned lrasr model folder."),
-    out_dir: Path = typer.Argument(..., help="Folder to write (replaced if it exists)."),
+    out_dir: Path = typer.Argument(..., help="Folder to write (new, empty, or an earlier export, which is replaced)."),
     format: str = typer.Option("hf", "--format", help="Target format: hf (transformers Wav2Vec2ForCTC)."),
 ) -> None:
     """Export a model for other toolkits (transformers' Wav2Vec2ForCTC + Wav2Vec2Processor)."""

@@ -91,6 +91,7 @@ def export_hf(model_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     from lrasr.convert.checkpoint import read_checkpoint
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
+    _check_replaceable(out_dir, model_dir)
     ckpt = read_checkpoint(model_dir)
     if ckpt.format != "lrasr":
         raise LrasrError("export reads an lrasr model folder (from `lrasr finetune`)", model_dir)
@@ -143,6 +144,27 @@ def export_hf(model_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
         # sentencepiece pieces: transformers' CTC tokenizer only maps a standalone delimiter to a space
         summary["note"] = "subword labels: transformers' decode keeps the \u2581 marks; replace them with spaces"
     return summary
+
+
+def _check_replaceable(out_dir: Path, model_dir: Path) -> None:
+    """Refuse an ``out_dir`` whose replacement would delete the model or unrelated files.
+
+    Replaced are only a missing or empty folder and an earlier transformers export.
+    """
+    out, src = out_dir.resolve(), model_dir.resolve()
+    if out == src or out in src.parents:
+        raise LrasrError("the export folder would replace the model being exported; choose another folder", out_dir)
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or _is_hf_export(out))):
+        raise LrasrError("exists and is not an earlier transformers export: refusing to replace it; "
+                         "give a new or empty folder", out_dir)
+
+
+def _is_hf_export(folder: Path) -> bool:
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and is_hf_config(config) and (folder / "vocab.json").is_file()
 
 
 def _hf_weight_norm_alias(key: str, target: dict[str, Any]) -> str:
