@@ -267,7 +267,7 @@ def evaluate_model(model_dir: str | Path, manifest: str | Path, out_dir: str | P
     """
     import torch
 
-    from lrasr.audio.decode import AudioError, load
+    from lrasr.audio.decode import SAMPLE_RATE, AudioError, load
     from lrasr.data.manifest import audio_paths, read_manifest
     from lrasr.decode.greedy import greedy_decode
     from lrasr.model.io import load_ctc_model
@@ -279,12 +279,12 @@ def evaluate_model(model_dir: str | Path, manifest: str | Path, out_dir: str | P
     waves, keep, unreadable = [], [], []
     for k, path in enumerate(audio_paths(frame, manifest)):
         try:
-            waves.append(load(path, 16000))
+            waves.append(load(path, SAMPLE_RATE))
             keep.append(k)
         except AudioError as exc:
             unreadable.append(f"{frame['id'].iloc[k]}: {exc}")
     hyps = [""] * len(waves)
-    for idx, logits, frames in forward_batches(model, waves, dev, batch_seconds):
+    for idx, logits, frames in forward_batches(model, waves, dev, batch_seconds, SAMPLE_RATE):
         for row, i in enumerate(idx):
             hyps[i] = greedy_decode(logits[row, : int(frames[row])], tokenizer)
     rows = frame.iloc[keep]

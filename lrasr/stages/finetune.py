@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lrasr.audio.decode import SAMPLE_RATE
 from lrasr.data.manifest import RejectLog, audio_paths, read_manifest, write_manifest
 from lrasr.errors import LrasrError, StageError
 from lrasr.io import write_json_atomic
@@ -31,7 +32,6 @@ from lrasr.report import warn
 from lrasr.text.normalize import recipe_normalizer
 
 HEAD = "aux."
-SAMPLE_RATE = 16000
 
 
 # ----------------------------------------------------------------------------------------- model
