@@ -200,7 +200,11 @@ def labels_match(ckpt_labels: list[str] | None, labels: list[str]) -> str | None
 
 
 def canonical_label(label: str) -> str:
-    """Blank spellings (``<pad>``, ``<blank>``, ``<s>`` at 0 in fairseq dicts) compare equal."""
+    """Blank spellings (``<pad>``, ``<blank>``, ``""``) compare equal.
+
+    A fairseq head (blank ``<s>`` at 0, then ``<pad>``, ``</s>``, ``<unk>``) never matches an lrasr
+    tokenizer's label order, so its head is replaced (``finetune.reinit_head``), not reused.
+    """
     return "<blank>" if label in ("<pad>", "<blank>", "") else label
 
 
