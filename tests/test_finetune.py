@@ -238,3 +238,25 @@ def test_freeze_steps_train_only_the_head_then_everything_but_the_feature_encode
         run_finetune(rec, device="cpu", resume=False)
         model, _ = load_ctc_model(w / "finetune" / "model")
         assert changed(model) == expected, steps
+
+
+def test_same_seed_same_weights_and_metrics(trained, tmp_path):
+    """Two CPU runs of one recipe (in different workdirs) train identical weights and report identical metrics."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from lrasr.stages.finetune import run_finetune
+
+    root, work, recipe, summary = trained
+    runs = []
+    for name in ("a", "b"):
+        w = tmp_path / name
+        shutil.copytree(work / "prepare", w / "prepare")
+        rec = load_recipe(write_recipe(tmp_path, w, max_steps=3, eval_every=3, save_every=3))
+        out = run_finetune(rec, device="cpu", resume=False)
+        runs.append(({k: out[k] for k in ("dev_wer", "dev_cer", "dev_loss", "train_loss", "best_step")},
+                     load_file(str(w / "finetune" / "model" / "model.safetensors"))))
+    (m1, w1), (m2, w2) = runs
+    assert m1 == m2 and m1["train_loss"] is not None
+    assert w1.keys() == w2.keys() and all(w1[k].equal(w2[k]) for k in w1)
