@@ -95,6 +95,9 @@ def test_checkpoint_contents_load_with_weights_only(manifest, tmp_path):
     assert again.steps == 3
     more = train(RegressionTask(manifest), small_cfg(max_steps=5, save_every=2), tmp_path, resume=True)
     assert more.steps == 5 and [r["step"] for r in read_metrics_csv(tmp_path / "metrics.csv")] == [1, 2, 3, 4, 5]
+    # ... but a checkpoint trained with other settings (an edited recipe) is not silently continued
+    with pytest.raises(TrainingError, match=r"lr changed.*--no-resume"):
+        train(RegressionTask(manifest), small_cfg(max_steps=7, lr=0.5), tmp_path, resume=True)
     # starting over removes the old run's checkpoints and rows instead of mixing with them
     fresh = train(RegressionTask(manifest), small_cfg(max_steps=2, save_every=1), tmp_path, resume=False)
     assert fresh.checkpoint.name == "step_0000002"

@@ -127,6 +127,28 @@ class TrainingError(LrasrError):
     """Training cannot go on (no data, repeated non-finite losses, ...); the message says why."""
 
 
+# settings that may change between a run and its resumption without making the checkpoint stale
+RESUMABLE_CHANGES = frozenset({"max_steps", "log_every", "save_every", "device", "num_workers", "eval_every",
+                               "early_stopping", "max_nonfinite_in_row"})
+
+
+def resume_settings(cfg: Any) -> dict[str, Any]:
+    """The training settings a checkpoint is tied to (JSON-able), for the resume check."""
+    dump = cfg.model_dump(mode="json") if hasattr(cfg, "model_dump") else dict(vars(cfg))
+    return {k: v for k, v in dump.items() if k not in RESUMABLE_CHANGES}
+
+
+def check_resume_settings(saved: dict[str, Any] | None, current: dict[str, Any], folder: Path) -> None:
+    """Refuse to resume a checkpoint trained with other settings (a recipe edited since)."""
+    if saved is None:
+        return
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if changed:
+        raise TrainingError(
+            f"this checkpoint was trained with other settings ({', '.join(changed)} changed); "
+            "rerun with --no-resume to start over, or restore the settings to continue it", folder)
+
+
 @dataclass
 class TrainResult:
     steps: int
@@ -215,6 +237,7 @@ def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device |
     D.barrier(info)
     if resume and (folder := ckpt.latest_checkpoint(out_dir)) is not None:
         state = ckpt.load_checkpoint(folder, model, device)
+        check_resume_settings(state.get("settings"), resume_settings(cfg), folder)
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
@@ -249,7 +272,8 @@ def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device |
         state = {"optimizer": optimizer.state_dict(), "scheduler": {"step": counters.step, "base_lrs": base_lrs},
                  "scaler": scaler.state_dict() if scaler is not None else {}, "rng": ckpt.rng_state(),
                  "counters": counters.state(),
-                 "task": task.state_dict() if hasattr(task, "state_dict") else None}
+                 "task": task.state_dict() if hasattr(task, "state_dict") else None,
+                 "settings": resume_settings(cfg)}
         return ckpt.save_checkpoint(out_dir, counters.step, model, state)
 
     def evaluate() -> bool:
