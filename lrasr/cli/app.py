@@ -24,6 +24,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 RecipeArg = typer.Argument(..., exists=False, help="Recipe YAML file (see recipes/).")
 WorkdirOpt = typer.Option(None, "--workdir", "-w", help="Override the recipe's workdir.")
+# options of the two training commands (one training loop, one set of flags)
+DeviceOpt = typer.Option(None, help="cpu, cuda, cuda:N (default: recipe, else auto).")
+ResumeOpt = typer.Option(True, help="Resume from the last checkpoint in the workdir when there is one; "
+                         "--no-resume starts over (removing the previous checkpoints).")
+
+
+def max_steps_option(stage: str):
+    return typer.Option(None, min=1, help=f"Override {stage}.max_steps.")
 
 
 def user_errors(func: F) -> F:

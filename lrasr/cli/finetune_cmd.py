@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from lrasr.cli.app import RecipeArg, WorkdirOpt, app, load, user_errors
+from lrasr.cli.app import DeviceOpt, RecipeArg, ResumeOpt, WorkdirOpt, app, load, max_steps_option, user_errors
 
 
 @app.command()
@@ -15,16 +15,21 @@ from lrasr.cli.app import RecipeArg, WorkdirOpt, app, load, user_errors
 def finetune(
     recipe: Path = RecipeArg,
     workdir: Optional[Path] = WorkdirOpt,
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: recipe, else auto)."),
-    resume: bool = typer.Option(True, help="Resume from the last checkpoint in the workdir when there is one."),
-    max_steps: Optional[int] = typer.Option(None, help="Override finetune.max_steps."),
+    device: Optional[str] = DeviceOpt,
+    resume: bool = ResumeOpt,
+    max_steps: Optional[int] = max_steps_option("finetune"),
 ) -> None:
-    """CTC fine-tuning on the labeled train split, with dev WER/CER."""
+    """CTC fine-tuning on the labeled train split, with dev WER/CER (torchrun for multi-GPU)."""
     from lrasr.report import console, summary_table
     from lrasr.stages.finetune import run_finetune
+    from lrasr.train.distributed import env_info, shutdown_distributed
 
-    loaded = load(recipe, workdir)
-    summary = run_finetune(loaded, device=device, resume=resume, max_steps=max_steps)
+    try:
+        summary = run_finetune(load(recipe, workdir), device=device, resume=resume, max_steps=max_steps)
+    finally:
+        shutdown_distributed()
+    if not env_info().is_main:
+        return
     rows = [(k, v if not isinstance(v, dict) else ", ".join(f"{a}: {b}" for a, b in v.items()) or "-")
             for k, v in summary.items()]
     console.print(summary_table("finetune", rows))

@@ -5,9 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import typer
-
-from lrasr.cli.app import RecipeArg, WorkdirOpt, app, load, user_errors
+from lrasr.cli.app import DeviceOpt, RecipeArg, ResumeOpt, WorkdirOpt, app, load, max_steps_option, user_errors
 
 
 @app.command()
@@ -15,10 +13,9 @@ from lrasr.cli.app import RecipeArg, WorkdirOpt, app, load, user_errors
 def pretrain(
     recipe: Path = RecipeArg,
     workdir: Optional[Path] = WorkdirOpt,
-    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: recipe, else auto)."),
-    resume: bool = typer.Option(True, help="Resume from the last checkpoint in the workdir when there is one; --no-resume starts over "
-                                "(removing the previous checkpoints)."),
-    max_steps: Optional[int] = typer.Option(None, min=1, help="Override pretrain.max_steps."),
+    device: Optional[str] = DeviceOpt,
+    resume: bool = ResumeOpt,
+    max_steps: Optional[int] = max_steps_option("pretrain"),
 ) -> None:
     """wav2vec 2.0 self-supervised pretraining on the prepared unlabeled audio (torchrun for multi-GPU)."""
     from lrasr.report import err_console, summary_table
