@@ -258,39 +258,36 @@ def forward_batches(model: Any, waves: Sequence[Any], device: Any = "cpu", batch
 
 
 def evaluate_model(model_dir: str | Path, manifest: str | Path, out_dir: str | Path | None = None,
-                   device: str | None = None, language: str | None = None, batch_seconds: float = 60.0) -> EvalReport:
+                   device: str | None = None, language: str | None = None, batch_seconds: float | None = None,
+                   chunk_seconds: float | None = None, vad_cfg: Any = None) -> EvalReport:
     """Greedy WER/CER of a fine-tuned model folder on a labeled manifest (``lrasr evaluate``).
 
+    Audio goes through the same chunked acoustic pass as the recipe's evaluate stage
+    (``lrasr.decode.tune.split_logits``): a row longer than ``chunk_seconds`` (default: the recipe
+    default ``decode.chunk_seconds``) is read block by block and cut at VAD silences (``vad_cfg``,
+    default ``prepare.vad`` defaults), so a long recording never reaches the model whole.
     References and hypotheses are normalized by the language's ``Normalizer`` (the language and text
     settings saved beside the model by ``lrasr finetune``, or ``language``). Unreadable audio is
     counted in the report's summary (``unreadable``) and left out, never silently dropped.
     """
-    import torch
-
-    from lrasr.audio.decode import SAMPLE_RATE, AudioError, load
-    from lrasr.data.manifest import audio_paths, read_manifest
-    from lrasr.decode.greedy import greedy_decode
-    from lrasr.model.io import load_ctc_model
+    from lrasr.decode.acoustic import AcousticModel
+    from lrasr.decode.chunking import vad_segmenter
+    from lrasr.decode.tune import greedy_texts, split_logits
+    from lrasr.recipe import DecodeConfig, VadConfig
 
     model_dir, manifest = Path(model_dir), Path(manifest)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, tokenizer = load_ctc_model(model_dir, dev)
-    frame = read_manifest(manifest, required=("id", "audio", "text"))
-    waves, keep, unreadable = [], [], []
-    for k, path in enumerate(audio_paths(frame, manifest)):
-        try:
-            waves.append(load(path, SAMPLE_RATE))
-            keep.append(k)
-        except AudioError as exc:
-            unreadable.append(f"{frame['id'].iloc[k]}: {exc}")
-    hyps = [""] * len(waves)
-    for idx, logits, frames in forward_batches(model, waves, dev, batch_seconds, SAMPLE_RATE):
-        for row, i in enumerate(idx):
-            hyps[i] = greedy_decode(logits[row, : int(frames[row])], tokenizer)
-    rows = frame.iloc[keep]
-    speakers = list(rows["speaker"]) if "speaker" in rows.columns else None
-    report = score(list(rows["text"]), hyps, normalizer_for(model_dir, language), ids=list(rows["id"]),
-                   speakers=speakers)
+    defaults = DecodeConfig()
+    chunk_seconds = float(chunk_seconds or defaults.chunk_seconds)
+    acoustic = AcousticModel(model_dir, device=device, batch_seconds=batch_seconds or defaults.batch_seconds)
+    cached = split_logits(manifest, acoustic, chunk_seconds, vad_segmenter(vad_cfg or VadConfig(), chunk_seconds),
+                          f"acoustic model on {manifest.name}")
+    hyps = greedy_texts(cached, acoustic.tokenizer)
+    failed = set(cached.failed)
+    keep = [k for k, utt in enumerate(cached.ids) if utt not in failed]
+    unreadable = [f"{utt}: {_unreadable_reason(path)}" for utt, path in zip(cached.ids, _manifest_paths(manifest))
+                  if utt in failed] if failed else []
+    report = score([cached.refs[k] for k in keep], [hyps[k] for k in keep], normalizer_for(model_dir, language),
+                   ids=[cached.ids[k] for k in keep], speakers=[cached.speakers[k] for k in keep])
     if out_dir is not None:
         paths = write_report(report, out_dir)
         if unreadable:
@@ -299,6 +296,24 @@ def evaluate_model(model_dir: str | Path, manifest: str | Path, out_dir: str | P
             write_json_atomic(paths["summary"], summary)
     report.unreadable = unreadable  # type: ignore[attr-defined]
     return report
+
+
+def _manifest_paths(manifest: Path) -> list[Path]:
+    """The audio paths of a manifest's rows, in order (as ``split_logits`` read them)."""
+    from lrasr.data.manifest import audio_paths, read_manifest
+
+    return audio_paths(read_manifest(manifest, required=("id", "audio", "text")), manifest)
+
+
+def _unreadable_reason(path: Path) -> str:
+    """Why ``path`` could not be read, for the report (``split_logits`` only warned)."""
+    from lrasr.audio.decode import AudioError, probe
+
+    try:
+        probe(path)
+    except AudioError as exc:
+        return str(exc)
+    return f"{path}: could not be decoded"
 
 
 TEXT_FILE = "text.json"  # language + prepare.text settings saved beside a fine-tuned model
