@@ -183,6 +183,13 @@ def check_range(recipe: Recipe, from_stage: str | None, to_stage: str | None, fo
                              recipe.source)
     if from_stage and to_stage and stages.index(from_stage) > stages.index(to_stage):
         raise LrasrError(f"--from {from_stage} comes after --to {to_stage}")
+    lo = stages.index(from_stage) if from_stage else 0
+    hi = stages.index(to_stage) if to_stage else len(stages) - 1
+    for name in force:
+        # forcing a stage this run will not reach would silently do nothing
+        if name != "all" and not lo <= stages.index(name) <= hi:
+            raise LrasrError(f"--force {name}: '{name}' is outside this run's stages ({stages[lo]} to {stages[hi]}); "
+                             f"widen --from/--to to include it, or leave out --force {name}")
     return stages
 
 

@@ -414,3 +414,34 @@ def test_a_moved_workdir_stays_up_to_date(mini):
     shutil.move(str(path.parent / "work"), str(path.parent / "moved"))
     _run(path, {"workdir": str(path.parent / "moved")})
     assert fakes.ran() == []
+
+
+def test_force_outside_from_to_is_an_error(mini):
+    path, fakes = mini
+    _run(path)
+    fakes.ran()
+    for kw in ({"from_stage": "finetune", "force": ["prepare"]}, {"to_stage": "pretrain", "force": ["lm"]},
+               {"from_stage": "lm", "to_stage": "lm", "force": ["finetune", "lm"]}):
+        with pytest.raises(LrasrError, match=r"--force \w+: '\w+' is outside this run's stages"):
+            _run(path, **kw)
+        with pytest.raises(LrasrError, match="outside this run's stages"):
+            runner.make_plan(load_recipe(path), kw.get("from_stage"), kw.get("to_stage"), kw["force"])
+        assert fakes.ran() == []
+    # inside the range (and 'all' with a range) it still forces
+    _run(path, from_stage="lm", to_stage="lm", force=["lm"])
+    assert fakes.ran() == ["lm"]
+    _run(path, from_stage="finetune", to_stage="finetune", force=["all"])
+    assert fakes.ran() == ["finetune"]
+
+
+def test_cli_force_outside_range_says_so_in_one_line(mini):
+    from typer.testing import CliRunner
+
+    from lrasr.cli import app
+
+    path, fakes = mini
+    for extra in ([], ["--dry-run"]):
+        res = CliRunner().invoke(app, ["run", str(path), "--to", "pretrain", "--force", "evaluate", *extra])
+        assert res.exit_code == 2 and "Traceback" not in res.output
+        assert "--force evaluate: 'evaluate' is outside this run's stages (prepare to pretrain)" in res.output
+    assert fakes.ran() == []

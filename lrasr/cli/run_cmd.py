@@ -22,7 +22,7 @@ def run(
     to_stage: Optional[str] = typer.Option(None, "--to", help="Stop after this stage."),
     force: List[str] = typer.Option(
         [], "--force", help="Rerun this stage even when it is up to date (repeatable; 'all' for every "
-        "stage). Stages downstream of it rerun too."),
+        "stage). Stages downstream of it rerun too. The stage must lie within --from/--to."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print what would run and what is cached; run nothing."),
     device: Optional[str] = typer.Option(None, "--device", help="Device for training and decoding "
                                          "(cpu, cuda, cuda:1); default: the recipe's, else CUDA when present."),
