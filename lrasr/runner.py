@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
+import os
 import random
 import time
 import uuid
@@ -133,8 +134,37 @@ def compute_fingerprint(recipe: Recipe, stage: str, stamps: dict[str, dict[str, 
         stamp = stamps.get(up)
         parts[f"stage.{up}"] = stamp["token"] if stamp else MISSING
     for path in spec.files:
-        parts[f"input:{_part_name(path, recipe.workdir)}"] = cache.digest(path)
+        parts[f"input:{_part_name(path, recipe.workdir)}"] = input_digest(cache, path, recipe)
     return parts
+
+
+def input_digest(cache: HashCache, path: Path, recipe: Recipe) -> str:
+    """``cache.digest(path)``, except that a folder input holding the workdir leaves the workdir out.
+
+    A workdir placed inside a corpus folder (the labeled table's, an unlabeled one) holds the stages'
+    own outputs and ``run.json``: counted as input, they would make every run rerun prepare. The
+    digest of a folder without the workdir in it is exactly ``HashCache.digest``'s, so stamps written
+    before stay valid.
+    """
+    path = Path(path)
+    work = Path(recipe.workdir).resolve()
+    if not path.is_dir():
+        return cache.digest(path)
+    root = path.resolve()
+    if root != work and root not in work.parents:
+        return cache.digest(path)
+    # the workdir itself, or (when the input folder *is* the workdir) what the runner and stages write
+    skip = {work} | {recipe.stage_dir(s).resolve() for s in STAGES} | {work / "run.json", work / "results.json"}
+    listing = []
+    for folder, dirs, files in os.walk(path):
+        # as HashCache.digest: hidden entries are tools' caches, not data
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (Path(folder) / d).resolve() not in skip)
+        for name in sorted(files):
+            full = Path(folder) / name
+            if name.startswith(".") or full.resolve() in skip:
+                continue
+            listing.append((full.relative_to(path).as_posix(), cache.file_digest(full.resolve())))
+    return json_digest(listing)
 
 
 def _part_name(path: Path, workdir: Path) -> str:

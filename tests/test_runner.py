@@ -445,3 +445,33 @@ def test_cli_force_outside_range_says_so_in_one_line(mini):
         assert res.exit_code == 2 and "Traceback" not in res.output
         assert "--force evaluate: 'evaluate' is outside this run's stages (prepare to pretrain)" in res.output
     assert fakes.ran() == []
+
+
+@pytest.mark.parametrize("inside", ["data/labeled/work", "data/raw/work"])
+def test_workdir_inside_a_corpus_folder_does_not_rerun_prepare(mini, inside):
+    path, fakes = mini
+    path.write_text(RECIPE.replace("workdir: work", f"workdir: {inside}"), encoding="utf-8")
+    _run(path, to_stage="prepare")
+    assert fakes.ran() == ["prepare"]
+    assert (path.parent / inside / "prepare" / "train" / "manifest.tsv").is_file()  # inside the corpus folder
+    _run(path, to_stage="prepare")
+    assert fakes.ran() == []  # its own outputs and run.json are not inputs
+    # a real change to the corpus folder still reruns it
+    (path.parent / "data" / "labeled" / "u1.wav").write_bytes(b"new audio")
+    (path.parent / "data" / "raw" / "b.wav").write_bytes(b"new recording")
+    _run(path, to_stage="prepare")
+    assert fakes.ran() == ["prepare"]
+
+
+def test_folder_digest_without_workdir_is_unchanged(tmp_path, mini):
+    """Stamps written before the workdir exclusion existed stay valid: same digest as HashCache.digest."""
+    from lrasr.fingerprint import HashCache
+
+    path, _ = mini
+    recipe = load_recipe(path)
+    folder = path.parent / "data"
+    (folder / "labeled" / "sub").mkdir()
+    (folder / "labeled" / "sub" / "x.wav").write_bytes(b"x")
+    cache = HashCache(None)
+    assert runner.input_digest(cache, folder, recipe) == cache.digest(folder)
+    assert runner.input_digest(cache, folder / "text.txt", recipe) == cache.digest(folder / "text.txt")
