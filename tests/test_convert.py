@@ -53,7 +53,7 @@ def test_export_hf_matches_lrasr_logits_and_transcripts(ctc_folder, tmp_path):
     proc = transformers.Wav2Vec2Processor.from_pretrained(str(out))
     vocab = json.loads((out / "vocab.json").read_text())
     assert vocab["<pad>"] == 0 and vocab["|"] == tok.labels.index("|")
-    assert proc.feature_extractor.do_normalize is False  # lrasr feeds raw waveforms
+    assert proc.feature_extractor.do_normalize is False  # this model was trained on raw waveforms
     # every token id the processor can produce is an output of the head (no <s>/</s> beyond it)
     assert len(proc.tokenizer) == hf.config.vocab_size
     torch.manual_seed(1)
@@ -84,6 +84,48 @@ def test_round_trip_lrasr_hf_lrasr(ctc_folder, tmp_path):
     wave = torch.randn(2, 12000)
     with torch.no_grad():
         torch.testing.assert_close(back(wave)[0], model(wave)[0], atol=0, rtol=0)
+
+
+def test_normalize_waveform_survives_export_and_import(tmp_path):
+    """A model trained on standardized input exports do_normalize=True; transformers' processor then
+    feeds its model what lrasr's forward computes from raw audio (padded batch), and the import sets
+    normalize_waveform again whatever the recipe's base says; a raw-input model stays raw."""
+    torch.manual_seed(6)
+    tok = CharTokenizer.from_texts(["കട മരം"])
+    model = Wav2Vec2ForCTC(tiny_cfg(normalize_waveform=True), len(tok.labels)).eval()
+    folder = save_model_dir(tmp_path / "model", model, tok)
+    summary = export_hf(folder, tmp_path / "hf")
+    assert summary["do_normalize"] is True
+    pre = json.loads((tmp_path / "hf" / "preprocessor_config.json").read_text())
+    assert pre["do_normalize"] is True and pre["return_attention_mask"] is True
+    hf = transformers.Wav2Vec2ForCTC.from_pretrained(str(tmp_path / "hf")).eval()
+    proc = transformers.Wav2Vec2Processor.from_pretrained(str(tmp_path / "hf"))
+    raw = [torch.randn(n) * 0.02 + 0.2 for n in (11000, 6500)]  # quiet and off-centre: normalizing matters
+    lengths = torch.tensor([len(w) for w in raw])
+    batch = torch.zeros(2, 11000)
+    for b, w in enumerate(raw):
+        batch[b, : len(w)] = w
+    inputs = proc([w.numpy() for w in raw], sampling_rate=16000, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        ours, out_lengths = model(batch, lengths)
+        theirs = hf(inputs.input_values, attention_mask=inputs.attention_mask).logits
+    valid = torch.arange(ours.shape[1])[None] < out_lengths[:, None]
+    torch.testing.assert_close(theirs[valid], ours[valid], atol=1e-4, rtol=1e-4)
+
+    for base in ("tiny", "large"):  # tiny is raw by default, large normalized: the checkpoint decides
+        cfg = model_config_from(tmp_path / "hf", Wav2Vec2Config.preset(base))
+        assert cfg.normalize_waveform is True
+        assert model_config_from(folder, Wav2Vec2Config.preset(base)).normalize_waveform is True
+    back = Wav2Vec2ForCTC(model_config_from(tmp_path / "hf", Wav2Vec2Config.preset("tiny")), len(tok.labels)).eval()
+    load_pretrained_into(back, tmp_path / "hf")
+    with torch.no_grad():
+        torch.testing.assert_close(back(batch, lengths)[0], ours, atol=0, rtol=0)
+
+    # and a raw-input model: exported without normalization, imported raw even onto the large preset
+    raw_model = Wav2Vec2ForCTC(tiny_cfg(), len(tok.labels))
+    save_model_dir(tmp_path / "raw", raw_model, tok)
+    export_hf(tmp_path / "raw", tmp_path / "raw_hf")
+    assert model_config_from(tmp_path / "raw_hf", Wav2Vec2Config.preset("large")).normalize_waveform is False
 
 
 def test_import_transformers_folder_legacy_weight_norm_and_bin(tmp_path):
@@ -182,6 +224,36 @@ def test_fairseq_fine_tuned_legacy_args_into_ctc(tmp_path):
         torch.testing.assert_close(dst(wave)[0], src(wave)[0], atol=0, rtol=0)
 
 
+def test_fairseq_normalize_flag(tmp_path):
+    """fairseq's task.normalize (hydra), args.normalize (legacy) and the pretraining run's setting
+    inside a fine-tuned checkpoint's w2v_args set normalize_waveform; unstated, the recipe's stays."""
+    torch.manual_seed(7)
+    src = Wav2Vec2ForPreTraining(tiny_cfg())
+    state = {_to_fairseq(k, False): v.clone() for k, v in src.state_dict().items()}
+    model_cfg = {"_name": "wav2vec2", "encoder_attention_heads": 2, "layer_norm_first": False}
+
+    def imported(name: str, ckpt: dict, base: str = "tiny") -> Wav2Vec2Config:
+        torch.save({"model": state, **ckpt}, tmp_path / name)
+        return model_config_from(tmp_path / name, Wav2Vec2Config.preset(base))
+
+    assert imported("hydra.pt", {"cfg": {"model": model_cfg, "task": {"_name": "audio_pretraining",
+                                                                      "normalize": True}}}).normalize_waveform
+    assert not imported("hydra_raw.pt", {"cfg": {"model": model_cfg, "task": {"normalize": False}}},
+                        base="large").normalize_waveform
+    assert imported("legacy.pt", {"args": argparse.Namespace(encoder_attention_heads=2, normalize=True)}).normalize_waveform
+    nested = {"model": {"_name": "wav2vec_ctc", "w2v_args": {"model": model_cfg, "task": {"normalize": True}}}}
+    assert imported("nested.pt", {"cfg": nested}).normalize_waveform
+    unstated = {"cfg": {"model": model_cfg}}
+    assert not imported("unstated.pt", unstated).normalize_waveform
+    assert imported("unstated.pt", unstated, base="large").normalize_waveform
+    assert any("task.normalize" in n for n in read_checkpoint(tmp_path / "unstated.pt").notes)
+    # the weights load into the model built from that config, flag and all
+    cfg = imported("hydra.pt", {"cfg": {"model": model_cfg, "task": {"normalize": True}}})
+    dst = Wav2Vec2ForPreTraining(cfg)
+    report = load_pretrained_into(dst, tmp_path / "hydra.pt")
+    assert report.missing == [] and report.unexpected == []
+
+
 class NotAllowed:  # stands for fairseq's meters: a class whose unpickling could run code
     def __init__(self):
         self.x = 1
@@ -245,3 +317,14 @@ def test_import_transformers_pretraining_model_quantizer_included(tmp_path):
     assert torch.equal(ours.mask_embedding, hf.wav2vec2.masked_spec_embed)
     # a pretraining checkpoint has no CTC head: fine-tuning builds a new one
     assert not read_checkpoint(tmp_path / "hfpre").has_head
+    # no preprocessor_config.json: the recipe's choice stands, and the import says so
+    assert not model_config_from(tmp_path / "hfpre", Wav2Vec2Config.preset("tiny")).normalize_waveform
+    assert any("do_normalize" in n for n in read_checkpoint(tmp_path / "hfpre").notes)
+    # an XLS-R/MMS-style folder: transformers' own feature extractor config with do_normalize
+    transformers.Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(str(tmp_path / "hfpre"))
+    assert model_config_from(tmp_path / "hfpre", Wav2Vec2Config.preset("tiny")).normalize_waveform
+    # a file without the key means transformers' default, which normalizes
+    (tmp_path / "hfpre" / "preprocessor_config.json").write_text('{"feature_size": 1}')
+    assert model_config_from(tmp_path / "hfpre", Wav2Vec2Config.preset("tiny")).normalize_waveform
+    transformers.Wav2Vec2FeatureExtractor(do_normalize=False).save_pretrained(str(tmp_path / "hfpre"))
+    assert not model_config_from(tmp_path / "hfpre", Wav2Vec2Config.preset("large")).normalize_waveform

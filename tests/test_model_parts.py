@@ -30,6 +30,8 @@ def test_presets_have_published_shapes() -> None:
         assert cfg.frame_stride == 320 and len(cfg.conv_layers) == 7
         assert (cfg.mask_time_prob, cfg.mask_time_length, cfg.logit_temp) == (0.65, 10, 0.1)
     assert base.num_frames(16000) == 49 and tiny.num_frames(16000) == 49
+    # fairseq's BASE was trained on raw waveforms, LARGE (LV-60k, XLS-R) on standardized ones
+    assert not base.normalize_waveform and not tiny.normalize_waveform and large.normalize_waveform
 
 
 def test_from_recipe_overrides_and_round_trip() -> None:
@@ -50,6 +52,42 @@ def test_from_recipe_overrides_and_round_trip() -> None:
     with pytest.raises(LrasrError, match="recipe model"):
         Wav2Vec2Config.from_recipe({"preset": "tiny", "conv_layers": [["a", 10, 5]]})
     assert Wav2Vec2Config.from_recipe({"preset": "tiny", "num_layers": 2.0}).num_layers == 2
+    normalized = Wav2Vec2Config.from_recipe({"preset": "tiny", "normalize_waveform": True})
+    assert normalized.normalize_waveform and Wav2Vec2Config.from_dict(normalized.to_dict()) == normalized
+    assert not Wav2Vec2Config.from_recipe({"preset": "large", "normalize_waveform": False}).normalize_waveform
+    with pytest.raises(LrasrError, match="normalize_waveform must be true or false"):
+        Wav2Vec2Config.from_recipe({"preset": "tiny", "normalize_waveform": "yes"})
+    # a model folder saved before the field existed loads as raw-waveform input
+    old = cfg.to_dict()
+    del old["normalize_waveform"]
+    assert not Wav2Vec2Config.from_dict(old).normalize_waveform
+
+
+def test_normalize_waveform_per_utterance_over_real_samples() -> None:
+    from transformers import Wav2Vec2FeatureExtractor
+
+    from lrasr.model.backbone import normalize_waveform
+
+    gen = torch.Generator().manual_seed(7)
+    rows = [torch.randn(n, generator=gen) * s + m for n, s, m in ((900, 0.02, 0.1), (500, 3.0, -1.0), (1, 1.0, 2.0))]
+    lengths = torch.tensor([len(r) for r in rows])
+    batch = torch.full((3, 900), 5.0)  # junk in the padding: must neither count nor survive
+    for b, r in enumerate(rows):
+        batch[b, : len(r)] = r
+    out = normalize_waveform(batch, lengths)
+    ref = Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)(
+        [r.numpy() for r in rows], sampling_rate=16000, padding=True, return_tensors="pt").input_values
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    for b, r in enumerate(rows[:2]):
+        real = out[b, : len(r)]
+        # eps keeps the std a hair under 1 for quiet input (1 - 1.2e-4 at std 0.02)
+        assert abs(float(real.mean())) < 1e-5 and abs(float(real.std(unbiased=False)) - 1) < 1e-3
+        assert torch.equal(out[b, len(r):], torch.zeros(900 - len(r)))
+        # the same numbers alone as in the batch, and without lengths for a full row
+        torch.testing.assert_close(normalize_waveform(r[None], None)[0], out[b, : len(r)], atol=1e-6, rtol=1e-6)
+    assert torch.isfinite(out).all()
+    bf = normalize_waveform(batch.to(torch.bfloat16), lengths)
+    assert bf.dtype == torch.bfloat16 and (bf.float() - out).abs().max() < 0.05
 
 
 # ----------------------------------------------------------------------------------------- masking

@@ -30,9 +30,10 @@ def small_config(large: bool) -> Wav2Vec2Config:
         "pos_conv_kernel": 16, "pos_conv_groups": 4,
         "final_dim": 24, "codevector_dim": 32, "num_codevectors_per_group": 16, "num_negatives": 20,
     })
-    # no randomness besides what the test controls
-    return dataclasses.replace(cfg, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-                               dropout_input=0.0, dropout_features=0.0, layerdrop=0.0)
+    # no randomness besides what the test controls; raw input (the large preset normalizes it: that
+    # has its own test against transformers' feature extractor)
+    return dataclasses.replace(cfg, normalize_waveform=False, dropout=0.0, attention_dropout=0.0,
+                               activation_dropout=0.0, dropout_input=0.0, dropout_features=0.0, layerdrop=0.0)
 
 
 def hf_model_from(cfg: Wav2Vec2Config) -> "hf.Wav2Vec2ForPreTraining":
@@ -140,3 +141,34 @@ def test_ctc_names_match_transformers_ctc() -> None:
     wave = torch.randn(2, 8000)
     with torch.no_grad():
         torch.testing.assert_close(ours(wave)[0], theirs(wave).logits, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("large", [False, True], ids=["base_layout", "large_layout"])
+def test_normalized_input_matches_transformers_feature_extractor(large: bool) -> None:
+    """normalize_waveform inside lrasr's forward = transformers' Wav2Vec2FeatureExtractor(do_normalize)
+    in front of its Wav2Vec2ForCTC, on a padded batch of two lengths (statistics over real samples)."""
+    from lrasr.model.ctc import Wav2Vec2ForCTC
+
+    torch.manual_seed(5)
+    cfg = dataclasses.replace(small_config(large), normalize_waveform=True)
+    ours = Wav2Vec2ForCTC(cfg, 11).eval()
+    theirs = hf.Wav2Vec2ForCTC(transformers.Wav2Vec2Config(**transformers_config_kwargs(cfg, vocab_size=11))).eval()
+    theirs.load_state_dict({to_transformers_name(k): v for k, v in ours.state_dict().items()})
+    extractor = transformers.Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True)
+    # far from zero mean / unit variance (quiet, with a DC offset), so that normalization matters
+    raw = [torch.randn(n) * 0.05 + 0.3 for n in (12000, 7300)]
+    lengths = torch.tensor([len(w) for w in raw])
+    batch = torch.zeros(2, int(lengths.max()))
+    for b, w in enumerate(raw):
+        batch[b, : len(w)] = w
+    inputs = extractor([w.numpy() for w in raw], sampling_rate=16000, padding=True, return_tensors="pt")
+    assert torch.equal(inputs.input_values[1, 7300:], torch.zeros(12000 - 7300))
+    with torch.no_grad():
+        logits, out_lengths = ours(batch, lengths)
+        ref = theirs(inputs.input_values, attention_mask=inputs.attention_mask).logits
+        ours.cfg = dataclasses.replace(cfg, normalize_waveform=False)  # cfg is read on every call
+        unnormalized, _ = ours(batch, lengths)
+    valid = torch.arange(logits.shape[1])[None] < out_lengths[:, None]
+    assert int(out_lengths[1]) < logits.shape[1]  # the second row really is padded
+    torch.testing.assert_close(logits[valid], ref[valid], atol=2e-5, rtol=1e-4)
+    assert (unnormalized - logits)[valid].abs().max() > 1e-2  # the comparison is not blind to the flag

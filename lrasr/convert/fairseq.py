@@ -85,6 +85,23 @@ def _model_cfg(ckpt: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+def normalize_flag(ckpt: dict[str, Any]) -> bool | None:
+    """Whether the checkpoint was trained on per-utterance standardized waveforms, or None if unstated.
+
+    fairseq keeps this in the task (``cfg.task.normalize``; legacy ``args.normalize``); a fine-tuned
+    model repeats it as ``cfg.model.normalize`` and its pretraining run's in ``w2v_args``. The
+    checkpoint's own (outermost) setting wins: it is what the weights were last trained with.
+    """
+    top = _as_dict(ckpt.get("cfg"))
+    model = _as_dict(top.get("model")) or _as_dict(ckpt.get("args"))
+    inner = _as_dict(model.get("w2v_args"))
+    for place in (_as_dict(top.get("task")), model, _as_dict(inner.get("task")), inner):
+        value = place.get("normalize")
+        if value is not None:
+            return bool(value)
+    return None
+
+
 def _conv_strides(cfg: dict[str, Any], n: int) -> list[int] | None:
     spec = cfg.get("conv_feature_layers")
     if isinstance(spec, str):
@@ -171,6 +188,9 @@ def read_fairseq(path: Path) -> Checkpoint:
             state[name] = tensor
     cfg = _model_cfg(ckpt)
     arch, notes = arch_from_fairseq(state, cfg)
+    arch["normalize_waveform"] = normalize_flag(ckpt)
+    if arch["normalize_waveform"] is None:
+        notes.append("input normalization (task.normalize) not stated; the recipe's normalize_waveform is kept")
     labels = _fairseq_labels(path, state)
     if "aux.weight" in state and labels is None:
         notes.append("fine-tuned head found but no dict.ltr.txt beside the checkpoint: labels unknown")

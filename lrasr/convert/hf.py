@@ -3,9 +3,10 @@
 Export writes what ``Wav2Vec2ForCTC.from_pretrained`` and ``Wav2Vec2Processor.from_pretrained`` read,
 offline: ``config.json`` + ``model.safetensors`` (transformers' own writer), ``vocab.json`` (lrasr's
 labels in order: blank as ``<pad>`` at index 0, ``|`` as the word delimiter), tokenizer and
-feature-extractor configs. ``do_normalize`` follows the lrasr model's input normalization, and the
-attention mask is requested exactly when the feature encoder uses layer norm (as transformers
-expects: group-norm models must see zero padding, not a mask).
+feature-extractor configs. ``do_normalize`` follows the lrasr model's ``normalize_waveform``, and the
+attention mask is requested when the feature encoder uses layer norm (as transformers expects) or
+when the input is normalized (so that padding does not enter the statistics); otherwise group-norm
+models see zero padding and no mask.
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ def read_hf_folder(path: Path, config: dict[str, Any]) -> Checkpoint:
     labels = _hf_labels(path, int(config.get("vocab_size", 0))) if "aux.weight" in state else None
     arch = arch_from_hf_config(config)
     arch["normalize_waveform"] = _hf_do_normalize(path)
+    if arch["normalize_waveform"] is None:
+        notes.append("no preprocessor_config.json: input normalization (do_normalize) not stated; the "
+                     "recipe's normalize_waveform is kept")
     return Checkpoint("hf", path, state, arch, labels, notes)
 
 
@@ -69,10 +73,25 @@ def _hf_labels(path: Path, vocab_size: int) -> list[str] | None:
 
 
 def _hf_do_normalize(path: Path) -> bool | None:
-    fe = path / "preprocessor_config.json"
-    if not fe.is_file():
-        return None
-    return bool(json.loads(fe.read_text(encoding="utf-8")).get("do_normalize", False))
+    """The feature extractor's ``do_normalize``; None when the folder has none (the recipe decides).
+
+    Published folders keep it in preprocessor_config.json; transformers 5 writes a processor's into
+    processor_config.json under ``feature_extractor``. A config that omits the key gets
+    transformers' own default, True, as its feature extractor would.
+    """
+    for name, key in (("preprocessor_config.json", None), ("processor_config.json", "feature_extractor")):
+        file = path / name
+        if not file.is_file():
+            continue
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise LrasrError(f"{name} is not valid JSON ({exc})", file) from None
+        if isinstance(data, dict) and key is not None:
+            data = data.get(key)
+        if isinstance(data, dict):
+            return bool(data.get("do_normalize", True))
+    return None
 
 
 def export_hf(model_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
@@ -128,10 +147,15 @@ def export_hf(model_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
         tokenizer = Wav2Vec2CTCTokenizer(str(tmp / "vocab.json"), unk_token=UNK, pad_token=labels[0],
                                          word_delimiter_token="|", bos_token=None, eos_token=None)
         normalize = bool(ckpt.arch.get("normalize_waveform"))
+        # with do_normalize, transformers' extractor takes the statistics over the real samples only
+        # when it makes an attention mask (else over the padding too, unlike lrasr), so ask for one
+        attention = ckpt.arch.get("extractor_mode") == "layer_norm" or normalize
         extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
-                                             do_normalize=normalize,
-                                             return_attention_mask=ckpt.arch.get("extractor_mode") == "layer_norm")
+                                             do_normalize=normalize, return_attention_mask=attention)
         Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(str(tmp))
+        # transformers 5 nests the extractor in processor_config.json; 4.x and other tools read
+        # preprocessor_config.json, so write that too (5.x loads the folder the same either way)
+        extractor.save_pretrained(str(tmp))
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)

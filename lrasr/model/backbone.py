@@ -108,6 +108,29 @@ class _GradMultiply(torch.autograd.Function):
         return grad * ctx.scale, None
 
 
+def normalize_waveform(waveforms: Tensor, lengths: Tensor | None = None, eps: float = 1e-7) -> Tensor:
+    """Per-utterance zero mean / unit variance over each row's first ``lengths`` samples.
+
+    waveforms [B, S], lengths [B] samples or None (every row full) -> [B, S] in the input's dtype,
+    padding left at 0. Statistics are in float32 (population variance, ``eps`` inside the square root),
+    the same numbers as transformers' ``Wav2Vec2FeatureExtractor`` with an attention mask and as
+    fairseq's ``layer_norm(wav, wav.shape)`` before batching: padding never shifts the statistics,
+    so an utterance is normalized the same whatever it is batched with.
+    """
+    x = waveforms.float()
+    if lengths is None:
+        mean = x.mean(dim=1, keepdim=True)
+        var = x.var(dim=1, unbiased=False, keepdim=True)
+        return ((x - mean) * torch.rsqrt(var + eps)).to(waveforms.dtype)
+    n = lengths.to(x.device, torch.long).clamp(0, x.shape[1])
+    valid = torch.arange(x.shape[1], device=x.device)[None, :] < n[:, None]
+    count = n.clamp(min=1).to(x.dtype)[:, None]
+    mean = x.masked_fill(~valid, 0.0).sum(dim=1, keepdim=True) / count
+    centered = (x - mean).masked_fill(~valid, 0.0)
+    var = centered.pow(2).sum(dim=1, keepdim=True) / count
+    return (centered * torch.rsqrt(var + eps)).to(waveforms.dtype)
+
+
 def extract_features(backbone: Wav2Vec2Model, waveforms: Tensor, lengths: Tensor | None,
                      grad_mult: float) -> tuple[Tensor, Tensor | None]:
     """Feature encoder with fairseq's ``feature_grad_mult``.

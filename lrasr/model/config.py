@@ -58,6 +58,10 @@ class Wav2Vec2Config:
     extractor_mode: Literal["group_norm", "layer_norm"] = "group_norm"
     conv_layers: ConvLayers = field(default_factory=_default_convs)
     conv_bias: bool = False
+    # per-utterance zero mean / unit variance of the waveform over its real samples, inside the model's
+    # forward, so training, evaluation and transcription all see it (fairseq task.normalize,
+    # transformers' do_normalize). The published BASE was trained without it, LARGE/XLS-R/MMS with it.
+    normalize_waveform: bool = False
     # ---- transformer
     embed_dim: int = 768
     num_layers: int = 12
@@ -200,6 +204,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "large": {
         "extractor_mode": "layer_norm",
         "conv_bias": True,
+        "normalize_waveform": True,
         "embed_dim": 1024,
         "num_layers": 24,
         "num_heads": 16,

@@ -2,8 +2,8 @@
 
 ``backbone`` is a torchaudio ``Wav2Vec2Model`` whose ``aux`` linear layer is the CTC head, so
 ``model.backbone(waveforms, lengths)`` alone is torchaudio's usual ``(logits, lengths)`` call (no
-masking). State-dict keys: ``backbone.*`` (torchaudio names, head = ``backbone.aux.*``) and
-``mask_embedding`` (shared with the pretraining model so a pretrained one carries over).
+masking, no ``normalize_waveform``). State-dict keys: ``backbone.*`` (torchaudio names, head =
+``backbone.aux.*``) and ``mask_embedding`` (shared with the pretraining model so a pretrained one carries over).
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lrasr.model.backbone import build_backbone, conv_output_lengths, extract_features, frame_layout, run_transformer
+from lrasr.model.backbone import (build_backbone, conv_output_lengths, extract_features, frame_layout,
+                                  normalize_waveform, run_transformer)
 from lrasr.model.config import Wav2Vec2Config
 from lrasr.model.masking import compute_channel_mask, compute_span_mask
 
@@ -37,6 +38,8 @@ class Wav2Vec2ForCTC(nn.Module):
     def forward(self, waveforms: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """waveforms [B, S] float, lengths [B] samples -> (logits [B, F, V], out_lengths [B] long).
 
+        With ``cfg.normalize_waveform`` each utterance is first standardized over its ``lengths``
+        samples (see ``normalize_waveform``): callers always pass raw audio.
         In training: time masks (learned embedding) and channel masks (zeros) per cfg, layerdrop.
         The feature encoder's gradient is scaled by ``cfg.feature_grad_mult``: fine-tuning should set
         it to 0.0 (fairseq keeps the feature encoder frozen throughout fine-tuning). ``cfg`` is read on
@@ -48,6 +51,8 @@ class Wav2Vec2ForCTC(nn.Module):
         device = waveforms.device
         frames, num_frames, pad_cpu = frame_layout(cfg, lengths, batch, num_samples)
         pad = pad_cpu.to(device, non_blocking=True) if bool(pad_cpu.any()) else None
+        if cfg.normalize_waveform:
+            waveforms = normalize_waveform(waveforms, lengths)
         feats, _ = extract_features(self.backbone, waveforms, None,
                                     cfg.feature_grad_mult if self.training else 0.0)
         proj = self.backbone.encoder.feature_projection

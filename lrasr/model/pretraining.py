@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from lrasr.model.backbone import build_backbone, extract_features, frame_layout, run_transformer
+from lrasr.model.backbone import build_backbone, extract_features, frame_layout, normalize_waveform, run_transformer
 from lrasr.model.config import Wav2Vec2Config
 from lrasr.model.losses import contrastive_accuracy, contrastive_logits, contrastive_loss, diversity_loss
 from lrasr.model.masking import compute_span_mask, sample_negatives
@@ -79,6 +79,8 @@ class Wav2Vec2ForPreTraining(nn.Module):
         pad = pad_cpu.to(device, non_blocking=True) if has_pad else None
         valid = int(frames.sum())
 
+        if cfg.normalize_waveform:  # over real samples only (see normalize_waveform)
+            waveforms = normalize_waveform(waveforms, lengths)
         feats, _ = extract_features(self.backbone, waveforms, None, cfg.feature_grad_mult)  # [B, T, C]
         # feature penalty: mean square of the encoder's output over real frames (fairseq averages over
         # padding too; real frames only keeps it independent of how a batch was padded)
