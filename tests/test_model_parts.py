@@ -201,6 +201,29 @@ def test_pretraining_outputs_and_feature_grad_mult() -> None:
     torch.testing.assert_close(grads[1][1], grads[0][1])
 
 
+def test_pretraining_with_normalize_waveform_ignores_gain_and_offset() -> None:
+    """With normalize_waveform the pretraining forward sees each utterance standardized: gain and DC
+    offset of the raw input (per utterance, padding untouched) change nothing; without it they do."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(Wav2Vec2Config.preset("tiny"), num_layers=1, normalize_waveform=True)
+    model = Wav2Vec2ForPreTraining(cfg).eval()
+    wave, lengths = _batch()
+    louder = wave.clone()
+    louder[0] = louder[0] * 7.0 + 0.5
+    louder[1, : lengths[1]] = louder[1, : lengths[1]] * 0.1 - 0.2
+    frames = torch.tensor([cfg.num_frames(int(n)) for n in lengths])
+    mask = model.compute_mask(frames, cfg.num_frames(wave.shape[1]))
+    neg = sample_negatives(int(mask.sum(1)[0]), 2, cfg.num_negatives, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a = model(wave, lengths, mask=mask, negative_indices=neg)
+        b = model(louder, lengths, mask=mask, negative_indices=neg)
+        torch.testing.assert_close(a.loss, b.loss, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(a.hidden, b.hidden, atol=1e-3, rtol=1e-3)
+        model.cfg = dataclasses.replace(cfg, normalize_waveform=False)
+        raw = model(louder, lengths, mask=mask, negative_indices=neg)
+    assert (raw.hidden - b.hidden).abs().max() > 1e-2
+
+
 # --------------------------------------------------------------------------------------------- ctc
 def test_ctc_shapes_lengths_and_training_only_masking() -> None:
     torch.manual_seed(0)
