@@ -5,12 +5,16 @@ re-written as 16 kHz mono FLAC (``flac``: fully decoded and resampled). Segments
 (Kaldi ``segments``, NeMo ``offset``) are always cut to FLAC, because split manifests list whole files;
 a segment that spans its whole file is referenced like a file.
 An existing FLAC from an earlier run is reused (its name hashes the source path and times), so a
-re-run only does the work that is missing.
+re-run only does the work that is missing: only while the sidecar ``<name>.flac.json`` written with
+it still matches the source file as it is now (size, modification and change times, inode) and the
+FLAC still holds the number of samples written. A source replaced since, even by a file with an
+older or the same modification time, is decoded again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from lrasr.audio.decode import SAMPLE_RATE, AudioError, check_end, load, probe, save_flac
+from lrasr.io import write_json_atomic
 from lrasr.recipe import FilterConfig
 
 
@@ -91,12 +96,11 @@ def check_audio(job: AudioJob) -> AudioResult:
             return AudioResult(False, reason=f"undecodable audio: {path}: {exc.reason}")
         return AudioResult(True, file_seconds, str(path))
     out = Path(job.flac_out)
-    # written by an earlier run from this source as it is now (a source replaced since is cut again)
-    if out.is_file() and out.stat().st_mtime_ns >= path.stat().st_mtime_ns:
-        try:
-            return AudioResult(True, probe(out).duration, str(out))
-        except AudioError:
-            pass  # unreadable leftover: write it again
+    # taken before decoding: a source changed while it is read no longer matches on the next run
+    key = source_key(path, job.start, job.end if cut else None)
+    reused = reusable_flac(out, key)
+    if reused is not None:
+        return AudioResult(True, reused, str(out))
     try:
         wave = load(path, SAMPLE_RATE, start=job.start or 0.0, end=job.end if cut else None)
     except AudioError as exc:
@@ -104,7 +108,39 @@ def check_audio(job: AudioJob) -> AudioResult:
     if wave.size == 0:
         return AudioResult(False, reason=f"undecodable audio: {path}: decoded to no samples")
     save_flac(out, wave, SAMPLE_RATE)
+    # after the FLAC: a run killed in between leaves no sidecar, so the FLAC is written again
+    write_json_atomic(sidecar_path(out), {"source": key, "samples": int(wave.size)})
     return AudioResult(True, wave.size / SAMPLE_RATE, str(out))
+
+
+def sidecar_path(flac: Path) -> Path:
+    return flac.with_name(flac.name + ".json")
+
+
+def source_key(path: Path, start: float | None, end: float | None) -> dict:
+    """What a re-written FLAC was made from: the source's identity as the file system tells it (no
+    content hash: that would read every source on every run) and the cut. The change time and inode
+    catch a replacement that kept, or went back to, the old size and modification time."""
+    st = path.stat()
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+            "inode": st.st_ino, "start": start, "end": end}
+
+
+def reusable_flac(out: Path, key: dict) -> float | None:
+    """Seconds of ``out`` when an earlier run wrote it from the source as ``key`` describes it now."""
+    try:
+        recorded = json.loads(sidecar_path(out).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # none (or from an older lrasr, or half-written): write the FLAC again
+    if not isinstance(recorded, dict) or recorded.get("source") != key:
+        return None
+    try:
+        info = probe(out)
+    except AudioError:
+        return None  # unreadable leftover: write it again
+    if info.num_frames != recorded.get("samples") or info.sample_rate != SAMPLE_RATE:
+        return None
+    return info.num_frames / SAMPLE_RATE
 
 
 def _checked(job: AudioJob) -> AudioResult:

@@ -1,0 +1,72 @@
+"""Re-written labeled audio (prepare.labeled_audio: flac) is reused on a rerun only while its source
+is the file it was made from: a replacement with an older or the same modification time is decoded again."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from lrasr.audio.decode import SAMPLE_RATE, load
+from lrasr.data import ingest_audio
+from lrasr.data.ingest_audio import check_audio, make_job
+from lrasr.recipe import FilterConfig
+
+
+def tone(path: Path, freq: float, seconds: float = 1.0, rate: int = 22050) -> Path:
+    t = np.arange(int(seconds * rate)) / rate
+    sf.write(str(path), (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), rate, subtype="PCM_16")
+    return path
+
+
+def dominant_hz(path: Path) -> float:
+    wave = load(path, SAMPLE_RATE)
+    spectrum = np.abs(np.fft.rfft(wave))
+    return float(np.fft.rfftfreq(len(wave), 1 / SAMPLE_RATE)[spectrum.argmax()])
+
+
+def _job(src: Path, out: Path, start=None, end=None):
+    return make_job(src, start, end, None, None, out, True, FilterConfig())
+
+
+@pytest.mark.parametrize("mtime", ["same", "older"])
+def test_replaced_source_is_decoded_again(tmp_path, mtime):
+    src, out = tone(tmp_path / "a.wav", 440.0), tmp_path / "flac" / "a.flac"
+    first = check_audio(_job(src, out))
+    assert first.ok and first.audio == str(out) and abs(dominant_hz(out) - 440) < 5
+    written = out.stat().st_mtime_ns
+    # another recording of the same length (so the same size) put in its place, with the old or an
+    # older modification time (cp -p, rsync, an archive restored)
+    old = src.stat().st_mtime_ns
+    tone(tmp_path / "b.wav", 1000.0).replace(src)
+    stamp = old if mtime == "same" else old - 3_600 * 10**9
+    os.utime(src, ns=(stamp, stamp))
+    assert src.stat().st_mtime_ns <= written
+    again = check_audio(_job(src, out))
+    assert again.ok and abs(dominant_hz(out) - 1000) < 5  # not the stale 440 Hz FLAC
+
+
+def test_unchanged_source_reuses_the_flac_and_a_damaged_flac_is_rewritten(tmp_path, monkeypatch):
+    src, out = tone(tmp_path / "a.wav", 440.0, seconds=2.0), tmp_path / "a.flac"
+    assert check_audio(_job(src, out, 0.5, 1.5)).ok
+    assert (tmp_path / "a.flac.json").is_file()
+    written = out.stat().st_mtime_ns
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the source was decoded again")
+
+    with monkeypatch.context() as m:
+        m.setattr(ingest_audio, "load", no_decoding)
+        reused = check_audio(_job(src, out, 0.5, 1.5))
+    assert reused.ok and reused.duration == pytest.approx(1.0) and out.stat().st_mtime_ns == written
+    # another cut of the same source is not "the same" FLAC
+    other = check_audio(_job(src, out, 0.0, 0.8))
+    assert other.ok and other.duration == pytest.approx(0.8) and sf.info(str(out)).frames == int(0.8 * SAMPLE_RATE)
+    # a FLAC cut short (no longer the samples written) is written again
+    data, rate = sf.read(str(out), dtype="float32")
+    sf.write(str(out), data[: len(data) // 2], rate, format="FLAC", subtype="PCM_16")
+    fixed = check_audio(_job(src, out, 0.0, 0.8))
+    assert fixed.ok and sf.info(str(out)).frames == len(data)
