@@ -52,11 +52,13 @@ def normalize_gender(value: str | None) -> str | None:
     return "other"
 
 
-def split_lines(path: Path) -> list[tuple[int, str | None, str]]:
+def split_lines(path: Path, replace: bool = False) -> list[tuple[int, str | None, str]]:
     """Every line of a text file as (1-based number, text or None when not UTF-8, why not).
 
     Keeps blank lines (label files align line by line with their manifest). Strips ``\r`` and a
-    UTF-8 byte-order mark. Raises ``LrasrError`` naming the file when it cannot be read.
+    UTF-8 byte-order mark. ``replace=True`` gives a line that is not UTF-8 as text too (bad bytes
+    replaced by U+FFFD, ASCII such as quotes intact), still with its reason. Raises ``LrasrError``
+    naming the file when it cannot be read.
     """
     try:
         data = path.read_bytes()
@@ -74,7 +76,8 @@ def split_lines(path: Path) -> list[tuple[int, str | None, str]]:
         try:
             out.append((number, raw.decode("utf-8"), ""))
         except UnicodeDecodeError as exc:
-            out.append((number, None, f"undecodable text: bytes not UTF-8 at byte {exc.start} of the line"))
+            out.append((number, raw.decode("utf-8", errors="replace") if replace else None,
+                        f"undecodable text: bytes not UTF-8 at byte {exc.start} of the line"))
     return out
 
 

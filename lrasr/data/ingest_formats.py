@@ -19,27 +19,66 @@ from lrasr.recipe import LabeledCorpus
 
 
 # ------------------------------------------------------------------------------------------ tables
-def _split_row(text: str, delimiter: str) -> list[str]:
-    if delimiter == "\t":
-        return text.split("\t")  # TSVs (Common Voice's too) hold quotes literally: no quoting
-    return next(csv.reader([text]))
+def _tsv_records(path: Path, rejects: RejectLog):
+    """(line, fields) of each non-blank line: TSVs (Common Voice's too) hold quotes literally."""
+    for number, text in read_lines(path, rejects):
+        yield number, text.split("\t")
+
+
+def _csv_records(path: Path, rejects: RejectLog):
+    """(line where the record starts, fields) of each non-blank CSV record, with the csv module's
+    quoting: a quoted field may hold commas, doubled quotes and line breaks, so one record can span
+    several lines. A record with a line that is not UTF-8 is rejected. A quote left open to the end
+    of the file raises ``LrasrError`` naming the line it was opened on (it would swallow every row after it)."""
+    lines = split_lines(path, replace=True)
+    reader = csv.reader(text + "\n" for _, text, _ in lines)
+    consumed = 0
+    while True:
+        start = consumed + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise LrasrError(f"cannot read the CSV record starting here ({exc}); look for a quote that is "
+                             "never closed", path, start) from None
+        consumed = reader.line_num
+        if consumed == len(lines) and consumed > start and _open_quote(lines[start - 1:consumed]):
+            raise LrasrError("a quoted field opened on this line is never closed (it runs to the end of the "
+                             "file); close or remove the quote", path, start)
+        bad = [(number, why) for number, _, why in lines[start - 1:consumed] if why]
+        if bad:
+            number, why = bad[0]
+            rejects.add(path, why if number == start else f"{why} (line {number}, inside this record)", line=start)
+            continue
+        if len(fields) <= 1 and not "".join(fields).strip():
+            continue  # a blank line
+        yield start, fields
+
+
+def _open_quote(lines: list[tuple[int, str | None, str]]) -> bool:
+    """Whether these lines end inside a quoted field (the permissive reader accepts that silently)."""
+    try:
+        list(csv.reader((text + "\n" for _, text, _ in lines), strict=True))
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
 
 
 def _table_rows(path: Path, delimiter: str, rejects: RejectLog, required: list[str]):
     """Yield (line, {column: value}) for each well-formed row; header problems raise ``LrasrError``."""
-    lines = read_lines(path, rejects)
+    records = _csv_records(path, rejects) if delimiter == "," else _tsv_records(path, rejects)
     try:
-        header_line, header_text = next(lines)
+        header_line, header_fields = next(records)
     except StopIteration:
         raise LrasrError("empty table: expected a header row and data rows", path) from None
-    header = [h.strip() for h in _split_row(header_text, delimiter)]
+    header = [h.strip() for h in header_fields]
     missing = [c for c in required if c not in header]
     if missing:
         sep = "tab" if delimiter == "\t" else "comma"
         raise LrasrError(f"missing column(s) {', '.join(missing)} in the header (found: {', '.join(header)}; "
                          f"{sep}-separated); set the corpus's *_column keys to the names used", path, header_line)
-    for number, text in lines:
-        fields = _split_row(text, delimiter)
+    for number, fields in records:
         if len(fields) != len(header):
             rejects.add(path, f"malformed row: {len(fields)} fields, header has {len(header)}", line=number)
             continue
