@@ -194,6 +194,21 @@ def assemble(records: list[dict[str, Any]], out_dir: Path, manifest_dir: Path, d
     return rows, table, {k: v / HOUR for k, v in stages.items()}
 
 
+def _lacking_files(records: list[dict[str, Any]], out_dir: Path, dedupe: bool) -> set[str]:
+    """Sources of ``records`` with a segment that ``assemble`` would keep but whose file is missing
+    (same order and duplicate rule as ``assemble``)."""
+    seen: set[str] = set()
+    lacking: set[str] = set()
+    for record in records:
+        for seg in record.get("segments", []):
+            if seg["reject"] is not None or (dedupe and seg["sha1"] in seen):
+                continue
+            if not (out_dir / seg["audio"]).is_file():
+                lacking.add(record["source"])
+            seen.add(seg["sha1"])  # rebuilt, it is the first copy again
+    return lacking
+
+
 def _percentiles(values: list[float]) -> dict[str, float]:
     if not values:
         return {}
@@ -256,6 +271,18 @@ def prepare_unlabeled(recipe, jobs: int = 1, shard: tuple[int, int] | None = Non
                              "run the missing shards or run prepare without --shard", out_dir)
     fresh = _run_inputs(todo, out_dir, recipe, settings, max(1, jobs))
     ordered = [records[str(p)] or fresh[str(p)] for p in inputs]
+    if process:
+        # a stored record may list a segment whose file is gone: deleted as the duplicate of another
+        # input's segment when that input was still there (or removed by hand). Rebuild those inputs
+        # now, so the segment is kept in this run rather than rejected until the next one.
+        lacking = _lacking_files(ordered, out_dir, recipe.prepare.filters.dedupe)
+        rebuild = [p for p in inputs if str(p) in lacking and records[str(p)] is not None]
+        if rebuild:
+            fresh.update(_run_inputs(rebuild, out_dir, recipe, settings, max(1, jobs)))
+            for p in rebuild:
+                records[str(p)] = None
+            todo += rebuild
+            ordered = [records[str(p)] or fresh[str(p)] for p in inputs]
     table_dir = out_dir if shard is None else out_dir / "shards" / f"{shard[0]}-of-{shard[1]}"
     rows, table, stages = assemble(ordered, out_dir, table_dir, recipe.prepare.filters.dedupe, rejects)
     write_manifest(rows or _EMPTY_MANIFEST, table_dir / "manifest.tsv")
