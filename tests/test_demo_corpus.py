@@ -79,19 +79,31 @@ def test_lm_text_and_determinism(built, make_demo, tmp_path):
     assert digest(other)["labeled/transcripts.tsv"] != digest(out)["labeled/transcripts.tsv"]
 
 
-def test_full_size_choice_covers_every_character_with_three_speakers(make_demo):
+def test_full_size_choice_covers_every_character_with_five_speakers(make_demo):
     import numpy as np
 
     sentences = make_demo.read_sentences(REPO / "corpora" / "demo" / "sentences_ml.txt")
-    texts = make_demo.choose_texts(sentences, 300, np.random.default_rng(1234))
-    assert len(texts) == 300 and set(texts) <= set(sentences)
+    n, speakers = make_demo.N_UTTERANCES, make_demo.N_SPEAKERS
+    texts = make_demo.choose_texts(sentences, n, np.random.default_rng(1234))
+    assert len(texts) == n and set(texts) <= set(sentences)
     speakers_of: dict[str, set[int]] = {}
     for i, text in enumerate(texts):
         for ch in text:
-            speakers_of.setdefault(ch, set()).add(i % 8)
+            speakers_of.setdefault(ch, set()).add(i % speakers)
     assert set(speakers_of) == set("".join(sentences))
-    assert min(len(s) for s in speakers_of.values()) >= 3
-    assert len(set(texts)) < 250  # sentences repeat across speakers
+    # a speaker-disjoint split holding out ~5 of 48 speakers each for dev and test keeps every character
+    assert min(len(s) for s in speakers_of.values()) >= 5
+    assert len(set(texts)) < n / 2  # sentences repeat across speakers
+
+
+def test_speaker_table_is_fixed_and_varied(make_demo):
+    table = make_demo.make_speakers(make_demo.N_SPEAKERS)
+    assert table == make_demo.SPEAKERS == make_demo.make_speakers(make_demo.N_SPEAKERS)  # independent of --seed
+    assert len({s.name for s in table}) == len(table) == make_demo.N_SPEAKERS
+    assert len({s.voice for s in table}) >= 30  # many espeak-ng variants, not one voice at many pitches
+    assert len({(s.voice, s.rate, s.pitch) for s in table}) == len(table)
+    assert min(s.rate for s in table) <= 125 and max(s.rate for s in table) >= 185
+    assert min(s.pitch for s in table) <= 25 and max(s.pitch for s in table) >= 75
 
 
 def test_sentences_file_is_clean():

@@ -1,12 +1,12 @@
 """Build the synthetic demo corpus: labeled utterances, long raw recordings and LM text.
 
 Every sound here is made by espeak-ng from ``sentences_ml.txt`` (Malayalam sentences written for this
-project). Eight "speakers" are espeak-ng voice variants at different rates and pitches. Nothing is
+project). 48 "speakers" are espeak-ng voice variants at different rates and pitches. Nothing is
 downloaded and nothing comes from another corpus. The output is deterministic given ``--seed``.
 
 Outputs (under ``--out``, default: this folder; all git-ignored):
   labeled/transcripts.tsv   columns path, text, speaker (path relative to labeled/)
-  labeled/audio/<spk>/...   16 kHz mono WAV (two speakers as FLAC)
+  labeled/audio/<spk>/...   16 kHz mono WAV (every fourth speaker as FLAC)
   raw/                      a few long recordings: utterances joined by pauses over background noise,
                             in mixed formats (16 kHz WAV, 44.1 kHz stereo 24-bit FLAC, MP3, Opus)
   text.txt                  LM text: every sentence of sentences_ml.txt, one per line
@@ -48,17 +48,36 @@ class Speaker:
     gain: float
 
 
-SPEAKERS = (
-    Speaker("spk1", "ml+m1", 150, 45, 0.50),
-    Speaker("spk2", "ml+f1", 145, 62, 0.40),
-    Speaker("spk3", "ml+m3", 165, 38, 0.60),
-    Speaker("spk4", "ml+f2", 135, 70, 0.35),
-    Speaker("spk5", "ml+m5", 155, 50, 0.55),
-    Speaker("spk6", "ml+f3", 160, 58, 0.45),
-    Speaker("spk7", "ml+m7", 140, 42, 0.50),
-    Speaker("spk8", "ml+f4", 170, 66, 0.40),
-)
-FLAC_SPEAKERS = {"spk3", "spk6"}  # a labeled set rarely comes in one format only
+# espeak-ng voice variants (`espeak-ng --voices=variant`) applied to the Malayalam voice: formant
+# (m*, f*) and Klatt-synthesizer (klatt*) families plus named variants with their own timbre, so the
+# held-out speakers differ from every training speaker but lie inside the range the model trained on
+VARIANTS = ("m1", "f1", "m3", "f2", "m5", "f3", "m7", "f4", "klatt", "f5", "m2", "klatt2", "m4", "klatt3",
+            "m6", "klatt4", "m8", "croak", "adam", "aunty", "belinda", "grandpa", "linda", "steph", "edward",
+            "iven", "john", "max", "paul", "quincy", "david", "norbert", "travis", "victor", "shelby",
+            "sandro")
+SPEAKER_TABLE_SEED = 20261124  # fixed: the speaker table is part of the corpus, not of --seed
+
+
+def make_speakers(n: int) -> tuple[Speaker, ...]:
+    """``n`` synthetic speakers: variant ``k`` mod len(VARIANTS), with rate, pitch and level drawn
+    (from a fixed generator, so the table never changes) over wide ranges, so that a held-out
+    speaker's rate and pitch fall between those of training speakers."""
+    rng = np.random.default_rng(SPEAKER_TABLE_SEED)
+    rates = rng.integers(120, 191, size=n)  # words per minute
+    pitches = rng.integers(20, 81, size=n)  # espeak-ng pitch 0-99
+    gains = rng.uniform(0.3, 0.6, size=n)
+    return tuple(Speaker(f"spk{k + 1}", f"ml+{VARIANTS[k % len(VARIANTS)]}", int(rates[k]), int(pitches[k]),
+                         round(float(gains[k]), 3)) for k in range(n))
+
+
+N_SPEAKERS = 48
+N_UTTERANCES = 1200  # 25 per speaker, about 46 minutes
+SPEAKERS = make_speakers(N_SPEAKERS)
+
+
+def is_flac(speaker: Speaker) -> bool:
+    """A labeled set rarely comes in one format only: every fourth speaker (spk3, spk7, ...) is FLAC."""
+    return int(speaker.name[3:]) % 4 == 3
 
 
 @dataclass(frozen=True)
@@ -175,7 +194,7 @@ def choose_texts(sentences: list[str], n_utts: int, rng: np.random.Generator) ->
 
     Sentences come from a pool smaller than the number of utterances, so most are read by two or
     more speakers. Every character of the sentence file occurs in some "covering" sentence; each of
-    those is read by three consecutive (so different) speakers, so a speaker-disjoint split still has
+    those is read by five (or, in a small corpus, three) consecutive speakers, so a speaker-disjoint split still has
     every character in train and the model can output every LM word.
     """
     pool_size = max(1, min(len(sentences), int(n_utts * 2 / 3)))
@@ -187,7 +206,9 @@ def choose_texts(sentences: list[str], n_utts: int, rng: np.random.Generator) ->
             covering.append(sentence)
             seen |= set(sentence)
     pool = (covering + [s for s in order if s not in covering])[:pool_size]
-    repeats = 3 if len(covering) * 3 <= n_utts // 2 else 1
+    # five consecutive (so different) speakers each: a speaker-disjoint split holding out a tenth of
+    # the speakers for dev and for test is very unlikely to take all five
+    repeats = next((r for r in (5, 3) if len(covering) * r <= n_utts // 2), 1)
     texts = [s for s in covering for _ in range(repeats)][:n_utts]
     texts += [pool[int(rng.integers(len(pool)))] for _ in range(n_utts - len(texts))]
     return texts
@@ -205,7 +226,7 @@ def write_labeled(out: Path, sentences: list[str], n_utts: int, speakers: tuple[
         # a faint noise floor (about 40 dB below the speech) so no file is digitally silent between words
         wave = spk.gain * wave / (np.max(np.abs(wave)) + 1e-9)
         wave = wave + 0.01 * rms(wave) * rng.standard_normal(len(wave)).astype(np.float32)
-        ext = "flac" if spk.name in FLAC_SPEAKERS else "wav"
+        ext = "flac" if is_flac(spk) else "wav"
         rel = Path("audio") / spk.name / f"{spk.name}_{i:04d}.{ext}"
         (out / rel).parent.mkdir(parents=True, exist_ok=True)
         sf.write(out / rel, np.clip(wave, -1, 1), RATE, subtype="PCM_16", format=ext.upper())
@@ -312,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=HERE, help="output folder (default: this folder)")
     parser.add_argument("--seed", type=int, default=1234)
-    parser.add_argument("--utterances", type=int, default=300, help="labeled utterances")
+    parser.add_argument("--utterances", type=int, default=N_UTTERANCES, help="labeled utterances")
     parser.add_argument("--raw-files", type=int, default=4, choices=range(1, len(RAW_SPECS) + 1))
     parser.add_argument("--raw-minutes", type=float, default=5.0, help="total length of the raw recordings")
     parser.add_argument("--speakers", type=int, default=len(SPEAKERS), choices=range(1, len(SPEAKERS) + 1))
