@@ -33,25 +33,39 @@ def _free_port() -> int:
 
 
 def test_two_gloo_processes_equal_one_process_on_the_combined_batch(manifest, tmp_path):
-    # max_device >= batch: one process takes each update as one micro-batch; two processes split it
-    cfg = small_cfg(max_steps=4, batch_seconds=2.5, max_device_batch_seconds=2.5, save_every=100)
+    """DDP (gloo) against one process, in one process group: (a) one micro-batch per rank, with an
+    update where rank 1 has no data; (b) accumulation under no_sync (2 micro-batches per rank); (c) rank
+    1 alone hits a NaN loss and has fewer micro-batches than rank 0: no hang, the update is skipped on
+    both, and the ranks end with the same weights."""
+    # (a) max_device >= batch: one process takes each update as one micro-batch; two processes split it
+    cfg_a = small_cfg(max_steps=4, batch_seconds=2.5, max_device_batch_seconds=2.5, save_every=100)
     plan = plan_epoch(RegressionTask(manifest).train_dataset, 0, 2.5, 2.5, 2, seed=0)
     sizes = [sum(len(m) for m in group) for group in plan.micro[:4]]
     assert 1 in sizes and max(sizes) >= 3  # covers an update where rank 1 has nothing, and real splits
-    task = RegressionTask(manifest, seed=0)
-    single = train(task, cfg, tmp_path / "one", resume=False)
+    # (b) device batches of ~1.2 s: each rank accumulates 2 micro-batches per update (one may be empty)
+    cfg_b = small_cfg(max_steps=4, batch_seconds=3.6, max_device_batch_seconds=1.2, save_every=100)
+    plan_b = plan_epoch(RegressionTask(manifest).train_dataset, 0, 3.6, 1.2, 2, seed=0)
+    assert max(len(group) for group in plan_b.micro[:4]) >= 4
+    runs = [{"out": str(tmp_path / name), "cfg": cfg.model_dump_json(), "chaos": chaos}
+            for name, cfg, chaos in (("a", cfg_a, False), ("b", cfg_b, False), ("c", cfg_a, True))]
     result = tmp_path / "two.pt"
-    mp.spawn(ddp_worker, args=(2, _free_port(), str(manifest), str(tmp_path / "two"), cfg.model_dump_json(),
-                               str(result)), nprocs=2, join=True)
-    two = torch.load(result, weights_only=True)
-    assert two["steps"] == single.steps == 4
-    assert two["audio_seconds"] == pytest.approx(single.audio_seconds)
-    w1 = flat_weights(task.model)
-    assert not torch.equal(w1, flat_weights(RegressionTask(manifest, seed=0).model))  # it trained
-    torch.testing.assert_close(two["weights"], w1, rtol=1e-5, atol=1e-6)
-    # Adam hides a wrong gradient scale in the weights; the loss and the reduced gradient's norm do not
-    assert two["loss"] == pytest.approx([r["loss"] for r in single.history], rel=1e-5)
-    assert two["grad_norm"] == pytest.approx([r["grad_norm"] for r in single.history], rel=1e-4)
+    mp.spawn(ddp_worker, args=(2, _free_port(), str(manifest), json.dumps(runs), str(result)), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(f"{result}.{r}", weights_only=True) for r in (0, 1))
+    for name, cfg, two, other in (("a", cfg_a, rank0[0], rank1[0]), ("b", cfg_b, rank0[1], rank1[1])):
+        task = RegressionTask(manifest, seed=0)
+        single = train(task, cfg, tmp_path / f"one_{name}", resume=False)
+        assert two["steps"] == single.steps == 4, name
+        assert two["audio_seconds"] == pytest.approx(single.audio_seconds), name
+        w1 = flat_weights(task.model)
+        assert not torch.equal(w1, flat_weights(RegressionTask(manifest, seed=0).model))  # it trained
+        torch.testing.assert_close(two["weights"], w1, rtol=1e-5, atol=1e-6, msg=name)
+        assert torch.equal(two["weights"], other["weights"]), name  # the ranks agree exactly
+        # Adam hides a wrong gradient scale in the weights; the loss and the reduced gradient's norm do not
+        assert two["loss"] == pytest.approx([r["loss"] for r in single.history], rel=1e-5), name
+        assert two["grad_norm"] == pytest.approx([r["grad_norm"] for r in single.history], rel=1e-4), name
+    chaos0, chaos1 = rank0[2], rank1[2]
+    assert chaos0["steps"] == chaos1["steps"] == 4 and chaos0["nonfinite"] == chaos1["nonfinite"] == 1
+    assert torch.isfinite(chaos0["weights"]).all() and torch.equal(chaos0["weights"], chaos1["weights"])
 
 
 def test_sigkill_then_resume_equals_uninterrupted_run(manifest, tmp_path):
@@ -112,6 +126,29 @@ def test_nonfinite_losses_are_skipped_and_counted(manifest, tmp_path):
     assert torch.isfinite(flat_weights(task.model)).all()
     assert task.calls.count(1) == 2  # the NaN update was retried on the next group of data
     assert result.final_metrics["nonfinite_skipped"] == 1
+
+
+@pytest.mark.parametrize("kind", ["empty", "overflow"])
+def test_skipped_updates_do_not_step_the_schedule(manifest, tmp_path, monkeypatch, kind):
+    """An update that is not applied (no sample anywhere; fp16 overflow) consumes its data but is not
+    an update: the counter, and so the LR schedule, stays; max_steps counts applied updates."""
+    import lrasr.train.loop as loop
+
+    if kind == "overflow":
+        monkeypatch.setattr(loop, "resolve_precision", lambda p, d: "fp16")
+    cfg = small_cfg(max_steps=4, save_every=100, warmup_steps=2)
+    clean = train(RegressionTask(manifest), cfg, tmp_path / "clean", resume=False)
+    task = RegressionTask(manifest, **{"empty_steps" if kind == "empty" else "huge_steps": (1,)})
+    result = train(task, cfg, tmp_path / kind, resume=False)
+    assert result.steps == 4 and result.nonfinite_skipped == 0
+    assert task.calls.count(1) >= 2  # update 1 was retried on the next group(s) of data
+    assert [r["lr"] for r in result.history] == [r["lr"] for r in clean.history]
+    state = torch.load(result.checkpoint / "state.pt", weights_only=True)
+    assert state["counters"]["step"] == 4
+    if kind == "empty":
+        assert state["counters"]["unapplied_total"] == 1
+    else:  # fp16 on the CPU also overflows while the scale searches down from 65536 (both runs)
+        assert state["counters"]["unapplied_total"] >= 1 and state["scaler"]["scale"] < 65536.0
 
 
 def test_abort_after_too_many_nonfinite_in_a_row(manifest, tmp_path):

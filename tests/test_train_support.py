@@ -59,13 +59,17 @@ class RegressionTask:
     name = "regress"
 
     def __init__(self, manifest: Path, crop: tuple[float, float] | None = None, seed: int = 0,
-                 nan_steps: tuple[int, ...] = (), nan_once: bool = False, kill_at_step: int | None = None, eval_values: list[float] | None = None):
+                 nan_steps: tuple[int, ...] = (), nan_once: bool = False, kill_at_step: int | None = None,
+                 eval_values: list[float] | None = None, empty_steps: tuple[int, ...] = (),
+                 huge_steps: tuple[int, ...] = ()):
         torch.manual_seed(seed)
         self.model = FrameRegressor()
         self.train_dataset = AudioDataset([manifest], *(crop or (None, None)))
         self.seed = seed
         self.nan_steps = set(nan_steps)
         self.nan_once = nan_once
+        # once each: an update without samples (size 0), one whose fp16-scaled gradients overflow
+        self.empty_steps, self.huge_steps = set(empty_steps), set(huge_steps)
         self.kill_at_step = kill_at_step
         self.calls: list[int] = []
         if eval_values is not None:
@@ -91,6 +95,12 @@ class RegressionTask:
             if self.nan_once:
                 self.nan_steps.discard(step)
         size = int(valid.sum())
+        if step in self.empty_steps:
+            self.empty_steps.discard(step)
+            loss, size = loss * 0.0, 0
+        if step in self.huge_steps:
+            self.huge_steps.discard(step)
+            loss = loss * 1e35  # finite in float32; times GradScaler's 65536 it is not
         return loss, {"mse": float(loss.detach()) / max(1, size)}, size
 
     def _evaluate(self, model, step):
@@ -108,23 +118,42 @@ def flat_weights(model: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in model.state_dict().values()])
 
 
-def ddp_worker(rank: int, world: int, port: int, manifest: str, out_dir: str, cfg_json: str, result_path: str) -> None:
-    """One rank of a gloo run (torch.multiprocessing.spawn target)."""
+def ddp_worker(rank: int, world: int, port: int, manifest: str, runs_json: str, result_path: str) -> None:
+    """One rank of a gloo run (torch.multiprocessing.spawn target): trains each run of ``runs_json``
+    (a list of {"out", "cfg", "chaos"}) in one process group and saves this rank's results to
+    ``result_path.RANK``.
+
+    ``chaos``: rank 1 alone gets a NaN loss at update 1 and loses its micro-batch of the first update
+    group (uneven micro-batch counts across ranks); nothing may hang and the ranks must agree.
+    """
+    import json
+
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
+    import lrasr.train.loop as loop
     from lrasr.train.distributed import shutdown_distributed
-    from lrasr.train.loop import train
 
-    # rank 1 starts from different random weights: the loop must broadcast rank 0's
-    task = RegressionTask(Path(manifest), seed=rank)
-    task.seed = 0
-    result = train(task, PretrainConfig.model_validate_json(cfg_json), out_dir, device="cpu", resume=False)
-    if rank == 0:
-        torch.save({"weights": flat_weights(task.model), "steps": result.steps,
-                    "audio_seconds": result.audio_seconds,
-                    "loss": [r["loss"] for r in result.history], "grad_norm": [r["grad_norm"] for r in result.history]},
-                   result_path)
+    original = loop.iterate_groups
+    results = []
+    for run in json.loads(runs_json):
+        chaos = bool(run.get("chaos")) and rank == 1
+
+        def uneven(*args, **kwargs):
+            for group, batches in original(*args, **kwargs):
+                yield group, (batches[:-1] if group == 0 else batches)
+
+        loop.iterate_groups = uneven if chaos else original
+        # rank 1 starts from different random weights: the loop must broadcast rank 0's
+        task = RegressionTask(Path(manifest), seed=rank, nan_steps=(1,) if chaos else (), nan_once=True)
+        task.seed = 0
+        result = loop.train(task, PretrainConfig.model_validate_json(run["cfg"]), run["out"], device="cpu",
+                            resume=False)
+        results.append({"weights": flat_weights(task.model), "steps": result.steps,
+                        "audio_seconds": result.audio_seconds, "nonfinite": result.nonfinite_skipped,
+                        "loss": [r["loss"] for r in result.history],
+                        "grad_norm": [r["grad_norm"] for r in result.history]})
+    torch.save(results, f"{result_path}.{rank}")
     shutdown_distributed()
 
 

@@ -67,9 +67,11 @@ class AudioDataset:
     and counted in ``skipped`` (reason -> count).
     """
 
-    def __init__(self, manifests: Sequence[str | Path], crop_min_seconds: float | None = None,
+    def __init__(self, manifests: Sequence[str | Path | tuple[str, Any]], crop_min_seconds: float | None = None,
                  crop_max_seconds: float | None = None, min_seconds: float = 0.0,
                  max_seconds: float | None = None, seed: int = 0, sample_rate: int = SAMPLE_RATE):
+        """``manifests``: TSV paths, or ``(name, frame)`` pairs of already-read manifest rows whose
+        ``audio`` paths are absolute (a DDP rank that must not write a manifest of its own)."""
         if (crop_min_seconds is None) != (crop_max_seconds is None):
             raise ValueError("set both crop_min_seconds and crop_max_seconds, or neither")
         if crop_min_seconds is not None and crop_max_seconds is not None and crop_min_seconds > crop_max_seconds:
@@ -81,10 +83,15 @@ class AudioDataset:
         self.rows: list[dict[str, Any]] = []
         paths: list[Path] = []
         durations: list[float] = []
-        self.manifests = [Path(m) for m in manifests]
-        for manifest in self.manifests:
-            frame = read_manifest(manifest)
-            for row, path in zip(frame.to_dict("records"), audio_paths(frame, manifest)):
+        self.manifests = [Path(m[0] if isinstance(m, tuple) else m) for m in manifests]
+        for source, manifest in zip(manifests, self.manifests):
+            if isinstance(source, tuple):
+                frame = source[1]
+                audio = [Path(str(a)) for a in frame["audio"]]
+            else:
+                frame = read_manifest(manifest)
+                audio = audio_paths(frame, manifest)
+            for row, path in zip(frame.to_dict("records"), audio):
                 dur = row.get("duration")
                 if dur is None or not np.isfinite(dur) or dur <= 0:
                     self._skip(f"no valid duration in {manifest.name}")
@@ -185,6 +192,21 @@ class AudioDataset:
         lengths = torch.tensor([w.numel() for w in waves], dtype=torch.int64)
         rows = [self.rows[i] for i in kept]
         return Batch(out, lengths, [str(r.get("id", "")) for r in rows], rows)
+
+
+def filler_batch(dataset: AudioDataset) -> Batch:
+    """A one-utterance batch (the shortest readable item) for a DDP rank short of data.
+
+    It is run with weight 0 so that the rank still takes part in the gradient all-reduce; a real
+    item, so the task's ``compute_loss`` (which may look up transcripts by id) accepts it.
+    """
+    lengths = dataset.lengths_seconds(0)
+    for index in np.argsort(lengths, kind="stable")[:100]:
+        batch = dataset.collate(MicroBatchSpec(0, -1, (int(index),)))
+        if len(batch):
+            return batch
+    raise LrasrError("none of the 100 shortest training utterances could be read (a DDP rank needs one "
+                     "to run when it has no data for an update); check the manifest's audio files")
 
 
 def plan_groups(lengths: np.ndarray, batch_seconds: float, seed: int, epoch: int) -> list[np.ndarray]:

@@ -1,4 +1,8 @@
-"""torch.distributed set-up from torchrun's environment, and the per-update gradient reduction."""
+"""torch.distributed set-up from torchrun's environment, and the DistributedDataParallel wrapper.
+
+Under torchrun the loop calls the model through ``Replica.wrapper()`` (a ``DistributedDataParallel``
+whose gradient all-reduce overlaps the backward pass); one process (no torchrun) never wraps.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +12,7 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
-from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-# all-reduce gradients in buckets of this many elements (bounds the extra memory of the flat buffer)
-BUCKET_ELEMENTS = 32 * 1024 * 1024
 # how long a rank may wait in a collective for the others (evaluation and checkpoints run on rank 0 only)
 COLLECTIVE_TIMEOUT = timedelta(hours=2)
 
@@ -109,43 +110,76 @@ def broadcast_flag(flag: bool, info: DistInfo, device: torch.device) -> bool:
     return bool(t.item() > 0)
 
 
-def reduce_gradients(params: list[torch.nn.Parameter], info: DistInfo, scale: float) -> None:
-    """Sum gradients over ranks, then multiply by ``scale`` (1 / global sample size).
-
-    A parameter with no gradient on any rank keeps ``grad=None`` (Adam leaves it alone, as it would
-    with one process); one with a gradient on some rank gets the sum (zeros standing in for ranks
-    where it was unused, e.g. a layer dropped by layerdrop).
-    """
+def all_reduce_max(value: int, info: DistInfo, device: torch.device) -> int:
+    """The largest ``value`` over ranks."""
     if not info.active:
-        grads = [p.grad for p in params if p.grad is not None]
-        if grads:
-            torch._foreach_mul_(grads, scale)
-        return
-    device = params[0].device if params else torch.device("cpu")
-    has = torch.tensor([0.0 if p.grad is None else 1.0 for p in params], device=device)
-    dist.all_reduce(has, op=dist.ReduceOp.SUM)
-    used = [p for p, h in zip(params, has.tolist()) if h > 0]
-    for p in used:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-    bucket: list[torch.Tensor] = []
-    size = 0
-    for p in used:
-        bucket.append(p.grad)
-        size += p.grad.numel()
-        if size >= BUCKET_ELEMENTS:
-            _reduce_bucket(bucket, scale)
-            bucket, size = [], 0
-    if bucket:
-        _reduce_bucket(bucket, scale)
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
 
 
-def _reduce_bucket(grads: list[torch.Tensor], scale: float) -> None:
-    flat = _flatten_dense_tensors(grads)
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat.mul_(scale)
-    for g, reduced in zip(grads, _unflatten_dense_tensors(flat, grads)):
-        g.copy_(reduced)
+def _sum_allreduce_hook(state, bucket):  # type: ignore[no-untyped-def]
+    """DDP communication hook: the plain sum over ranks (DDP's default divides by the world size).
+
+    (No annotations: DDP checks them at run time, and this module's are strings.)
+
+    The loop divides by the global sample size afterwards, exactly as with one process, so the loss
+    normalization never goes through a world-size division and back.
+    """
+    work = dist.all_reduce(bucket.buffer(), op=dist.ReduceOp.SUM, async_op=True)
+    return work.get_future().then(lambda fut: fut.value()[0])
+
+
+class Replica:
+    """The ``DistributedDataParallel`` wrapper of ``module``, rebuilt when its trainable set changes.
+
+    DDP fixes the parameters it reduces (those with ``requires_grad``) when it is built; fine-tuning
+    unfreezes the transformer after ``freeze_steps``, so ``wrapper()`` compares the trainable set with
+    the one the current wrapper was built for and builds a new one when it differs. The wrapper is
+    only called (``wrapper()(inputs)``): weights, checkpoints and evaluation use ``module`` itself, so
+    state-dict names never carry DDP's ``module.`` prefix.
+
+    ``find_unused_parameters`` must be True when a parameter that requires grad can get no gradient
+    in a forward pass (layerdrop, a frozen-by-``no_grad`` feature encoder, a loss that skips a
+    module); it costs one autograd-graph traversal per synchronizing forward, so it is off otherwise.
+    Gradients are summed over ranks (``_sum_allreduce_hook``); a parameter used on no rank keeps
+    ``grad=None`` (Adam leaves it alone, as with one process).
+    """
+
+    def __init__(self, module: torch.nn.Module, device: torch.device, find_unused_parameters: bool):
+        self.module = module
+        self.device = device
+        self.find_unused_parameters = find_unused_parameters
+        self.rebuilds = 0
+        self._signature: tuple[bool, ...] | None = None
+        self._wrapper: torch.nn.parallel.DistributedDataParallel | None = None
+
+    def wrapper(self) -> torch.nn.parallel.DistributedDataParallel:
+        signature = tuple(p.requires_grad for p in self.module.parameters())
+        if signature != self._signature:
+            if not any(signature):
+                from lrasr.errors import LrasrError
+
+                raise LrasrError("no parameter of the model requires a gradient: nothing to train")
+            if self._wrapper is not None:
+                self._wrapper = None  # release the old reducer (and its autograd hooks) first
+                import gc
+
+                gc.collect()
+                self.rebuilds += 1
+            cuda = self.device.type == "cuda"
+            # init_sync=False: ranks already hold rank 0's weights (broadcast_model at the start; every
+            # update keeps them equal), so a rebuild need not broadcast the whole model again.
+            # broadcast_buffers=False: wav2vec 2.0 has no running statistics (group/layer norm only).
+            wrapper = torch.nn.parallel.DistributedDataParallel(
+                self.module, device_ids=[self.device.index] if cuda else None,
+                output_device=self.device.index if cuda else None, broadcast_buffers=False,
+                find_unused_parameters=self.find_unused_parameters, init_sync=False)
+            wrapper.register_comm_hook(None, _sum_allreduce_hook)
+            self._wrapper, self._signature = wrapper, signature
+        assert self._wrapper is not None
+        return self._wrapper
 
 
 def gather_objects(obj: object, info: DistInfo) -> list[object]:

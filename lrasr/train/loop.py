@@ -24,6 +24,9 @@ Required task attributes:
   ``dataset.skipped`` (reason -> count), which the loop reports. A file that fails to decode during
   training is left out of its batch with a warning (once per file), not fatal.
 - ``task.compute_loss(model, batch: Batch, step: int) -> (loss, metrics, sample_size)``
+    * ``model`` is ``task.model`` with one process, its ``DistributedDataParallel`` wrapper under
+      torchrun: only *call* it (``model(waveforms, lengths)``); reach attributes through
+      ``task.model``.
     * ``batch`` is a ``lrasr.train.batching.Batch`` on the device: ``waveforms [B, T] float32``,
       ``lengths [B] int64`` (samples), ``ids: list[str]``, ``rows: list[dict]`` (the manifest rows,
       so a fine-tuning task finds ``text`` there and encodes it itself).
@@ -56,7 +59,10 @@ Optional task hooks (looked up with ``getattr``):
   True ends training there, with a final checkpoint (time budgets, external signals).
 - ``task.on_log(step: int, row: dict[str, float], history: list[dict]) -> None`` -- called on rank 0
   after each logged row (``history`` = all rows so far): live checks such as collapse warnings.
-- ``task.seed: int`` -- seeds the epoch plans (order, crops) and the per-update RNG (default 0).
+- ``task.seed: int`` -- seeds the epoch plans (order, crops) and the per-micro-batch RNG (default 0).
+- ``task.find_unused_parameters: bool`` -- under torchrun: True when a parameter that requires grad
+  may get no gradient in some forward pass (DDP must then look for it). Default: True exactly when
+  ``task.model.cfg.layerdrop > 0``.
 - ``task.name: str`` -- shown on the progress bar and the curves' title.
 - ``task.param_groups(model) -> list[dict]`` -- custom optimizer parameter groups (default: one group
   of all parameters; ``requires_grad=False`` parameters still get an optimizer slot so that
@@ -71,19 +77,30 @@ What the loop does
   derived: ``accum = ceil(batch_seconds / (world_size * max_device_batch_seconds))``. The plan of
   update groups does not depend on the world size, so changing the number of processes changes how a
   group is split, not what it contains.
-- Gradients are summed over micro-batches locally, then all-reduced once per update (one flat
-  buffer, torch.distributed, gloo on CPU / nccl on CUDA, initialised from torchrun's env vars). We
-  reduce by hand instead of wrapping in ``DistributedDataParallel`` because DDP cannot follow
-  parameters that change ``requires_grad`` after wrapping (fine-tuning unfreezes the transformer) and
-  needs extra flags for layerdrop; the arithmetic is the same as DDP's.
-- Before every update all RNGs (python, numpy, torch) are reseeded from (seed, update, rank), so
-  masks and distractors drawn by the model are reproducible after a resume.
+- Under torchrun (gloo on CPU, nccl on CUDA with ``device_ids=[LOCAL_RANK]``, initialised from its
+  env vars) the model is called through ``DistributedDataParallel`` (``lrasr.train.distributed.Replica``):
+  gradients are summed over micro-batches locally under ``no_sync`` and all-reduced (summed) inside
+  the backward pass of the last micro-batch, overlapped with it; then every rank divides them by the
+  global sample size, so 2 processes give the gradient of 1 process on the combined batch. Every
+  rank runs the same number of micro-batches (the most any rank has; a rank short of data runs a
+  zero-weighted filler pass), so none waits forever. The wrapper is rebuilt when the set of
+  trainable parameters changes (unfreezing after ``freeze_steps``); ``find_unused_parameters``
+  is on only when some parameter can miss a gradient (see ``task.find_unused_parameters``).
+  With one process nothing is wrapped.
+- Before every micro-batch all RNGs (python, numpy, torch) are reseeded from (seed, update, index
+  of the micro-batch in the update group), so masks, distractors, dropout and layerdrop are
+  reproducible after a resume and do not depend on which process runs a micro-batch.
 - The dataset is first restricted to what one device holds (``dataset.restrict(max_device_batch_seconds)``:
   crops capped, longer utterances left out and counted).
 - Adam(W) with betas/eps/weight decay from cfg, LR schedule (``lrasr.train.schedule``), gradient
   clipping at ``cfg.clip_norm``, bf16 autocast (or fp16 + GradScaler) on CUDA, float32 on CPU.
 - A non-finite loss on any rank skips the update on all ranks and is counted; after
   ``cfg.max_nonfinite_in_row`` such updates in a row training stops with a ``TrainingError`` saying why.
+- A skipped update (non-finite, an fp16 overflow, or no sample anywhere -- e.g. no masked frame) does
+  not count as an update: its group of data is consumed, but the update counter, and with it the
+  LR schedule, ``on_step``, logging, evaluation and checkpoints, stay where they were, so
+  ``max_steps`` counts applied updates. Overflows and empty updates have their own in-row limit
+  (also ``cfg.max_nonfinite_in_row``).
 - Checkpoints every ``cfg.save_every`` updates and at the end, atomically (written to a temporary
   folder, then renamed): ``out_dir/checkpoints/step_NNNNNNN/`` with ``model.safetensors`` and
   ``state.pt`` (optimizer, scheduler, GradScaler, RNG states, data position, counters, task state;
@@ -102,20 +119,18 @@ audio_seconds (total seen) and history (logged rows).
 
 from __future__ import annotations
 
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 
 from lrasr.errors import LrasrError
 from lrasr.report import warn
 from lrasr.train import checkpoint as ckpt
 from lrasr.train import distributed as D
-from lrasr.train.batching import accumulation_steps, iterate_groups, plan_epoch
+from lrasr.train.batching import Batch, accumulation_steps, filler_batch, iterate_groups, plan_epoch
 from lrasr.train.schedule import from_config
 from lrasr.train.update import log_row, run_update
 
@@ -174,13 +189,12 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def _seed_update(seed: int, step: int, rank: int) -> None:
-    """Reseed every RNG before an update: masks and distractors are a function of (seed, step, rank),
-    so a resumed run draws exactly what the uninterrupted one did."""
-    value = (seed * 1_000_003 + step * 7919 + rank * 104_729) % (2**31 - 1)
-    random.seed(value)
-    np.random.seed(value)
-    torch.manual_seed(value)
+def find_unused_parameters(task: Any, model: torch.nn.Module) -> bool:
+    """Whether DDP must look for parameters without a gradient (see the protocol above)."""
+    value = getattr(task, "find_unused_parameters", None)
+    if value is not None:
+        return bool(value)
+    return float(getattr(getattr(model, "cfg", None), "layerdrop", 0.0) or 0.0) > 0
 
 
 class _Counters:
@@ -192,6 +206,8 @@ class _Counters:
         self.group = 0  # next group of ``epoch`` to train on
         self.nonfinite_total = 0
         self.nonfinite_in_row = 0
+        self.unapplied_total = 0  # fp16 overflows and updates without a sample (not NaN losses)
+        self.unapplied_in_row = 0
         self.audio_seconds = 0.0
         self.best_value: float | None = None
         self.best_step: int | None = None
@@ -258,6 +274,14 @@ def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device |
 
         logger = TrainLogger(out_dir, total_steps, counters.step, description=getattr(task, "name", "train"))
     params = [p for g in optimizer.param_groups for p in g["params"]]
+    replica = D.Replica(model, device, find_unused_parameters(task, model)) if info.active else None
+    filler: Batch | None = None
+
+    def get_filler() -> Batch:
+        nonlocal filler
+        if filler is None:
+            filler = filler_batch(dataset)
+        return filler
     metric_sums: dict[str, list[float]] = {}  # key -> [sum of mean*sample_size, sum of sample_size]
     window = {"loss": 0.0, "sample_size": 0.0, "seconds": 0.0, "time": 0.0, "grad_norm": 0.0, "updates": 0}
     stopped_early = False
@@ -313,11 +337,10 @@ def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device |
         for _, batches in iterate_groups(dataset, plan, info.rank, info.world_size, counters.group, cfg.num_workers):
             if hasattr(task, "on_step"):
                 task.on_step(counters.step)
-            _seed_update(seed, counters.step, info.rank)
             for g, base in zip(optimizer.param_groups, base_lrs):
                 g["lr"] = base * lr_mult(counters.step)
             outcome = run_update(task, model, optimizer, scaler, params, batches, counters.step, precision, device,
-                              info, cfg.clip_norm)
+                                 info, cfg.clip_norm, seed=seed, replica=replica, filler=get_filler)
             counters.group += 1
             # throughput includes data loading, not evaluation or checkpoint writing (tick reset below)
             now = time.perf_counter()
@@ -325,6 +348,19 @@ def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device |
             tick = now
             window["seconds"] += outcome["seconds"]
             counters.audio_seconds += outcome["seconds"]
+            if outcome["skipped"] in ("overflow", "empty"):
+                counters.unapplied_total += 1
+                counters.unapplied_in_row += 1
+                if counters.unapplied_in_row >= cfg.max_nonfinite_in_row:
+                    if logger is not None:
+                        logger.close()
+                    raise TrainingError(
+                        f"{counters.unapplied_in_row} updates in a row were not applied (last: "
+                        + ("fp16 gradients overflowed: use bf16 or fp32" if outcome["skipped"] == "overflow"
+                           else "no sample in the whole update, e.g. no masked frame: check the audio lengths "
+                                "and masking settings") + f"; update {counters.step})")
+                continue
+            counters.unapplied_in_row = 0
             if outcome["skipped"]:
                 counters.nonfinite_total += 1
                 counters.nonfinite_in_row += 1

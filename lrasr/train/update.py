@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any
+import random
+from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from lrasr.train import distributed as D
@@ -23,56 +25,134 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def seed_micro_batch(seed: int, step: int, index: int) -> None:
+    """Reseed every RNG before micro-batch ``index`` of update ``step`` (index counted over the whole
+    update group: rank r's k-th micro-batch is ``k * world_size + r``).
+
+    Masks, distractors, dropout and layerdrop are then a function of (seed, update, micro-batch), not
+    of the process that runs it: a resumed run draws what the uninterrupted one did, and two processes
+    draw for each micro-batch what one process accumulating the same micro-batches draws.
+    """
+    value = (seed * 1_000_003 + step * 7919 + index * 104_729) % (2**31 - 1)
+    random.seed(value)
+    np.random.seed(value)
+    torch.manual_seed(value)
+
+
 def run_update(task: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any,
                params: list[torch.nn.Parameter], batches: list[Batch], step: int, precision: str,
-               device: torch.device, info: D.DistInfo, clip_norm: float) -> dict[str, Any]:
-    """One optimizer update over this rank's micro-batches; every rank takes part in the reductions."""
+               device: torch.device, info: D.DistInfo, clip_norm: float, seed: int = 0,
+               replica: D.Replica | None = None, filler: Callable[[], Batch] | None = None) -> dict[str, Any]:
+    """One optimizer update over this rank's micro-batches; every rank takes part in the reductions.
+
+    Returns seconds, loss_sum, sample_size (summed over ranks), metrics (this rank's sums), grad_norm
+    and ``skipped``: None when the optimizer stepped, else why not -- ``"nonfinite"`` (a NaN/inf loss
+    or gradient on some rank), ``"overflow"`` (fp16 gradients overflowed; the GradScaler lowers its
+    scale) or ``"empty"`` (no sample on any rank, e.g. no masked frame). A skipped update leaves the
+    weights and optimizer state as they were.
+
+    With ``replica`` (torchrun) every rank runs the same number of forward/backward passes (the most
+    any rank has; a rank short of data runs ``filler()`` with weight 0) under ``no_sync`` but the last,
+    whose backward all-reduces the accumulated gradients inside DDP, overlapped with the computation.
+    """
     optimizer.zero_grad(set_to_none=True)
-    loss_sum, sample_size, seconds, nonfinite = 0.0, 0.0, 0.0, 0.0
-    metrics: dict[str, tuple[float, float]] = {}
-    for batch in batches:
-        if len(batch) == 0:
-            continue
-        seconds += batch.seconds
-        batch = batch.to(device)
-        with autocast(precision, device):
-            loss, batch_metrics, size = task.compute_loss(model, batch, step)
-        size = float(size)
-        if not bool(torch.isfinite(loss.detach()).item()):
-            nonfinite = 1.0
-            break  # this update is skipped everywhere; no need to backpropagate the rest
-        (scaler.scale(loss) if scaler is not None else loss).backward()
-        loss_sum += float(loss.detach())
-        sample_size += size
-        for key, value in batch_metrics.items():
-            s, w = metrics.get(key, (0.0, 0.0))
-            metrics[key] = (s + float(value) * size, w + size)
-    totals = D.all_reduce_sum(torch.tensor([loss_sum, sample_size, seconds, nonfinite], dtype=torch.float64,
-                                           device=device), info).tolist()
+    acc = _Accumulated()
+    if replica is None:
+        for k, batch in enumerate(batches):
+            if len(batch) == 0:
+                continue
+            seed_micro_batch(seed, step, k * info.world_size + info.rank)
+            if not _forward_backward(task, model, batch.to(device), step, precision, device, scaler, acc):
+                break  # this update is skipped; no need to backpropagate the rest
+    else:
+        # the plan gives every rank the same count, but a rank must never wait in a collective that
+        # the others never reach: run the largest count everywhere
+        count = D.all_reduce_max(len(batches), info, device)
+        wrapper = replica.wrapper()
+        for k in range(count):
+            batch = batches[k] if k < len(batches) else None
+            real = batch is not None and len(batch) > 0
+            if not real:
+                assert filler is not None, "a DDP update needs a filler batch for ranks short of data"
+                batch = filler()
+            seed_micro_batch(seed, step, k * info.world_size + info.rank)
+            sync = contextlib.nullcontext() if k == count - 1 else wrapper.no_sync()
+            with sync:
+                # never break out early: the others would wait for this rank's gradients forever
+                _forward_backward(task, wrapper, batch.to(device), step, precision, device, scaler, acc,
+                                  weight=1.0 if real else 0.0)
+    totals = D.all_reduce_sum(torch.tensor([acc.loss_sum, acc.sample_size, acc.seconds, acc.nonfinite],
+                                           dtype=torch.float64, device=device), info).tolist()
     loss_sum, sample_size, seconds, nonfinite = totals
     out: dict[str, Any] = {"seconds": seconds, "loss_sum": loss_sum, "sample_size": sample_size,
-                           "metrics": metrics, "grad_norm": 0.0, "skipped": False}
+                           "metrics": acc.metrics, "grad_norm": 0.0, "skipped": None}
     if nonfinite > 0 or sample_size <= 0:
         optimizer.zero_grad(set_to_none=True)
-        out["skipped"] = nonfinite > 0
+        out["skipped"] = "nonfinite" if nonfinite > 0 else "empty"
         return out
-    D.reduce_gradients([p for p in params if p.requires_grad], info, 1.0 / sample_size)
+    # gradients are sums over micro-batches and ranks: divide by the global sample size
+    grads = [p.grad for p in params if p.grad is not None]
+    if grads:
+        torch._foreach_mul_(grads, 1.0 / sample_size)
     if scaler is not None:
         scaler.unscale_(optimizer)
     grad_norm = float(torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], clip_norm))
     if scaler is not None:
-        scaler.step(optimizer)  # skips by itself when fp16 gradients overflowed; the scale adapts
+        scale = scaler.get_scale()
+        scaler.step(optimizer)  # skips by itself when fp16 gradients overflowed
         scaler.update()
-        if not math.isfinite(grad_norm):  # an overflow while the scale searches: normal, not a NaN loss
-            grad_norm = 0.0
+        if scaler.get_scale() < scale:  # it overflowed (the scale searches downwards): not a NaN loss
+            optimizer.zero_grad(set_to_none=True)
+            out["skipped"] = "overflow"
+            return out
     elif not math.isfinite(grad_norm):
         optimizer.zero_grad(set_to_none=True)
-        out["skipped"] = True
+        out["skipped"] = "nonfinite"
         return out
     else:
         optimizer.step()
     out["grad_norm"] = grad_norm
     return out
+
+
+class _Accumulated:
+    """This rank's sums over the micro-batches of one update."""
+
+    def __init__(self) -> None:
+        self.loss_sum = 0.0
+        self.sample_size = 0.0
+        self.seconds = 0.0
+        self.nonfinite = 0.0
+        self.metrics: dict[str, tuple[float, float]] = {}
+
+
+def _forward_backward(task: Any, model: torch.nn.Module, batch: Batch, step: int, precision: str,
+                      device: torch.device, scaler: Any, acc: _Accumulated, weight: float = 1.0) -> bool:
+    """Loss and backward of one micro-batch, added to ``acc``; False when the loss is not finite.
+
+    ``weight`` 0 (a DDP filler pass) contributes nothing: no gradient, sample, metric or seconds, but
+    a non-finite filler loss still marks the update (its zero-weighted gradient would be NaN).
+    """
+    with autocast(precision, device):
+        loss, batch_metrics, size = task.compute_loss(model, batch, step)
+    finite = bool(torch.isfinite(loss.detach()).item())
+    if not finite:
+        acc.nonfinite = 1.0
+    if weight != 0.0:
+        acc.seconds += batch.seconds
+    if weight != 1.0:
+        loss = loss * weight
+    if finite or weight == 0.0 or isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        (scaler.scale(loss) if scaler is not None else loss).backward()
+    if weight == 0.0 or not finite:
+        return finite
+    size = float(size)
+    acc.loss_sum += float(loss.detach())
+    acc.sample_size += size
+    for key, value in batch_metrics.items():
+        s, w = acc.metrics.get(key, (0.0, 0.0))
+        acc.metrics[key] = (s + float(value) * size, w + size)
+    return True
 
 
 def log_row(metric_sums: dict[str, list[float]], window: dict[str, float], info: D.DistInfo,
