@@ -260,3 +260,26 @@ def test_same_seed_same_weights_and_metrics(trained, tmp_path):
     (m1, w1), (m2, w2) = runs
     assert m1 == m2 and m1["train_loss"] is not None
     assert w1.keys() == w2.keys() and all(w1[k].equal(w2[k]) for k in w1)
+
+
+def test_dev_wer_computed_when_every_dev_utterance_is_ctc_infeasible(trained, tmp_path):
+    """Dev utterances too short for their transcripts still get WER/CER; only the dev loss skips them."""
+    import shutil
+
+    from lrasr.stages.finetune import run_finetune
+
+    root, work, recipe, summary = trained
+    w = tmp_path / "w"
+    shutil.copytree(work / "prepare", w / "prepare")
+    dev = read_manifest(w / "prepare" / "dev" / "manifest.tsv")
+    dev["text"] = [" ".join(SENTENCES * 8)] * len(dev)  # ~250 labels on clips of ~1-2 s (< 100 frames)
+    write_manifest(dev, w / "prepare" / "dev" / "manifest.tsv")
+    rec = load_recipe(write_recipe(tmp_path, w, max_steps=2, eval_every=2, save_every=100))
+    out = run_finetune(rec, device="cpu", resume=False)
+    assert out["dev_utterances"] == 3 and out["dev_loss"] is None
+    assert out["dev_wer"] is not None and 0.9 <= out["dev_wer"] <= 1.0 and out["dev_cer"] is not None
+    with open(w / "finetune" / "metrics.csv", newline="") as handle:
+        assert any(r.get("dev_wer") not in (None, "") for r in csv.DictReader(handle))  # evaluated in training
+    assert (w / "finetune" / "checkpoints" / "best" / "best.json").is_file()
+    with open(w / "finetune" / "dev" / "utterances.tsv", newline="", encoding="utf-8") as handle:
+        assert len(list(csv.DictReader(handle, delimiter="\t"))) == 3  # each scored in the report

@@ -272,46 +272,35 @@ def run_finetune(recipe: Any, device: str | None = None, resume: bool = True, ma
     if tokenizer.blank_id != 0:
         raise StageError("the tokenizer's blank must be label 0 for CTC", tok_dir)
     model, init = build_model(recipe, tokenizer)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "init.json", init)
+    # under torchrun every process gets here; only rank 0 writes (the others build the same rows)
+    main = env_info().is_main
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "init.json", init)
 
     rejects = RejectLog()
     train_rows, targets = usable_split(prep / "train" / "manifest.tsv", tokenizer, model.cfg, rejects, "train")
     if len(train_rows) == 0:
-        rejects.write(out / "skipped.tsv")
+        if main:
+            rejects.write(out / "skipped.tsv")
         raise StageError(f"the train split has no usable utterances ({_reasons(rejects)}); see {out / 'skipped.tsv'}",
                          prep / "train" / "manifest.tsv")
-    dev_manifest = prep / "dev" / "manifest.tsv"
-    dev_unscored = 0
-    dev_rows, dev_targets = (usable_split(dev_manifest, tokenizer, model.cfg, RejectLog(), "dev")
-                             if dev_manifest.is_file() else (None, {}))
-    if dev_rows is not None and len(dev_rows):
-        # every dev utterance with a transcript is scored (infeasible ones only skip the dev loss)
-        full = read_manifest(dev_manifest, required=("id", "audio", "duration", "text"))
-        full["audio"] = [str(p) for p in audio_paths(full, dev_manifest)]
-        has_text = full["text"].astype(str).str.strip() != ""
-        if not has_text.all():
-            warn(f"{int((~has_text).sum())} dev utterance(s) without a transcript are not scored")
-        dev_rows = full[has_text].reset_index(drop=True)
-        dev_unscored = int((~has_text).sum())
-    else:
-        warn("no usable dev utterances: no dev evaluation, the last weights are kept")
-        dev_rows = None
-    data_dir = out / "data"
-    write_manifest(train_rows, data_dir / "train.tsv")
-    rejects.write(out / "skipped.tsv")
+    dev_rows, dev_targets, dev_unscored = dev_split(prep / "dev" / "manifest.tsv", tokenizer, model.cfg, main)
+    if main:
+        write_manifest(train_rows, out / "data" / "train.tsv")  # what was trained on, for the record
+        rejects.write(out / "skipped.tsv")
 
     total = int(max_steps or f.max_steps)
     scratch = init["init_from"] == "none"
     freeze = 0 if scratch else (f.freeze_steps if f.freeze_steps is not None else round(0.1 * total))
-    dataset = AudioDataset([data_dir / "train.tsv"], seed=recipe.seed)
+    dataset = AudioDataset([("train", train_rows)], seed=recipe.seed)
     task = FinetuneTask(model, tokenizer, dataset, targets, freeze, recipe.seed, f.metric, dev_rows, dev_targets,
                         recipe_normalizer(recipe), eval_batch_seconds=f.max_device_batch_seconds,
                         freeze_feature_encoder=not scratch)
     train_cfg = f.model_copy(update={"lr": f.peak_lr(model.cfg.embed_dim)})
     result = train(task, train_cfg, out, device=device, resume=resume, max_steps=total)
 
-    if not env_info().is_main:  # under torchrun only rank 0 writes the model and reports
+    if not main:  # under torchrun only rank 0 writes the model and reports
         return {"steps": result.steps, "rank": env_info().rank}
     model = task.model.to("cpu")
     if result.best_path is not None and (result.best_path / "model.safetensors").is_file():
@@ -321,7 +310,8 @@ def run_finetune(recipe: Any, device: str | None = None, resume: bool = True, ma
     write_json_atomic(out / "model" / TEXT_FILE, {"language": recipe.language,
                                                  "text": recipe.prepare.text.model_dump(mode="json")})
     summary: dict[str, Any] = {
-        "steps": result.steps, "best_step": result.best_step, "stopped_early": result.stopped_early,
+        "steps": result.steps, "processes": result.world_size, "best_step": result.best_step,
+        "stopped_early": result.stopped_early,
         "train_utterances": len(train_rows), "train_hours": round(float(train_rows["duration"].sum()) / 3600, 4),
         "skipped": rejects.counts(), "loader_skipped": dict(getattr(dataset, "skipped", {})),
         "nonfinite_skipped": result.nonfinite_skipped, "init_from": init["init_from"],
@@ -336,6 +326,35 @@ def run_finetune(recipe: Any, device: str | None = None, resume: bool = True, ma
         summary["dev_without_transcript"] = dev_unscored
     write_json_atomic(out / "summary.json", summary)
     return summary
+
+
+def dev_split(manifest: Path, tokenizer: Any, model_cfg: Any, main: bool = True
+              ) -> tuple[pd.DataFrame | None, dict[str, list[int]], int]:
+    """(dev rows to score, label ids of the CTC-feasible ones, count of rows without a transcript).
+
+    Every dev utterance with a transcript is scored (greedy WER/CER); the CTC-infeasible ones (too
+    short for their transcript) only leave the dev loss. None when there is nothing to score.
+    """
+    if not manifest.is_file():
+        if main:
+            warn("no dev split: no dev evaluation, the last weights are kept")
+        return None, {}, 0
+    feasible, targets = usable_split(manifest, tokenizer, model_cfg, RejectLog(), "dev")
+    full = read_manifest(manifest, required=("id", "audio", "duration", "text"))
+    full["audio"] = [str(p) for p in audio_paths(full, manifest)]
+    has_text = full["text"].astype(str).str.strip() != ""
+    unscored = int((~has_text).sum())
+    if not has_text.any():
+        if main:
+            warn("no dev utterance has a transcript: no dev evaluation, the last weights are kept")
+        return None, {}, unscored
+    if main and unscored:
+        warn(f"{unscored} dev utterance(s) without a transcript are not scored")
+    if main and len(feasible) < int(has_text.sum()):
+        warn(f"{int(has_text.sum()) - len(feasible)} dev utterance(s) are too short for their transcript (CTC-"
+             "infeasible): scored for WER/CER, left out of the dev loss"
+             + (" (no dev loss at all)" if len(feasible) == 0 else ""))
+    return full[has_text].reset_index(drop=True), targets, unscored
 
 
 def _reasons(rejects: RejectLog) -> str:

@@ -33,6 +33,23 @@ class PretrainTask:
         self.seed = seed
         self.warned: set[str] = set()
 
+    @property
+    def find_unused_parameters(self) -> bool:
+        """Whether a parameter can miss its gradient in a forward pass (DDP must then look for it):
+        layerdrop, a feature encoder run without autograd (``feature_grad_mult`` 0), or an item so
+        short that it may get no masked frame (its loss then skips the quantizer and projections)."""
+        cfg = self.model.cfg
+        if cfg.layerdrop > 0 or cfg.feature_grad_mult == 0 or cfg.mask_time_prob <= 0:
+            return True
+        data = self.train_dataset
+        shortest = float(data.durations.min()) if len(data) else 0.0
+        if data.crop is not None:
+            shortest = min(shortest, data.crop[0])
+        frames = cfg.num_frames(int(shortest * data.sample_rate))
+        # fairseq's span count is floor(prob * frames / length + u), u in [0, 1): at least this many
+        spans = max(int(cfg.mask_time_prob * frames / cfg.mask_time_length), cfg.mask_time_min_masks)
+        return frames <= 0 or spans < 1
+
     def on_step(self, step: int) -> None:
         self.model.set_num_updates(step)  # Gumbel temperature: a function of the update number
 
