@@ -14,6 +14,17 @@ writes ``<workdir>/results.json``. Every stage resumes, so a killed run continue
 
     .venv/bin/python benchmarks/finetune_lowresource.py --pretrain-steps 2000 --finetune-steps 1500
     .venv/bin/python benchmarks/finetune_lowresource.py --pretrain-steps 60 --finetune-steps 60  # smoke
+
+On a 2-core machine the two arms can run side by side, one thread each (pretraining happens only in the
+process that runs the pretrained arm; the scratch process waits for nothing but prepare):
+
+    .venv/bin/python benchmarks/finetune_lowresource.py --arms pretrained &
+    .venv/bin/python benchmarks/finetune_lowresource.py --arms scratch
+    .venv/bin/python benchmarks/finetune_lowresource.py --arms none   # just print the table
+
+Pretraining settings for a run of a few thousand updates (the paper's are for 400k): lr 2e-3 and the
+Gumbel temperature decay scaled so it reaches its floor half-way through the run (the paper's per-update
+decay would keep it near 2.0, where the quantized targets are nearly random).
 """
 
 from __future__ import annotations
@@ -94,12 +105,33 @@ def finetune_section(args: argparse.Namespace, init_from: str) -> dict:
             "layerdrop": 0.0, "metric": "cer"}
 
 
+def print_table(work: Path, labels: list[str]) -> None:
+    """The table of every finished condition under ``work`` (from each one's ``result.json``)."""
+    runs = []
+    for label in labels:
+        for kind in ("scratch", "pretrained"):
+            path = work / f"{label}_{kind}" / "result.json"
+            if path.is_file():
+                runs.append(json.loads(path.read_text()))
+    # dev CTC loss per utterance: moves long before greedy CER leaves 100 % (all-blank output)
+    print("\n| labels | arm | train h | steps | dev loss | dev CER | dev WER | test CER | test WER | finetune CPU min | pretrain CPU min |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in runs:
+        pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+        loss = "-" if r.get("dev_loss") is None else f"{r['dev_loss']:.1f}"
+        print(f"| {r['labels']} | {r['arm']} | {r['train_hours']} | {r['steps']} | {loss} | {pct(r['dev_cer'])} | "
+              f"{pct(r['dev_wer'])} | {pct(r['test_cer'])} | {pct(r['test_wer'])} | {r['finetune_cpu_minutes']} | "
+              f"{r['pretrain_cpu_minutes']} |")
+    (work / "results.json").write_text(json.dumps({"runs": runs}, indent=2, default=str))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", type=Path, default=CORPUS)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/lrasr_bench_finetune"))
     ap.add_argument("--pretrain-steps", type=int, default=2000)
-    ap.add_argument("--pretrain-batch-seconds", type=float, default=60.0)
+    ap.add_argument("--pretrain-batch-seconds", type=float, default=32.0)
+    ap.add_argument("--pretrain-lr", type=float, default=2e-3)
     ap.add_argument("--finetune-steps", type=int, default=1500)
     ap.add_argument("--batch-seconds", type=float, default=60.0)
     ap.add_argument("--lr", type=float, default=5e-4, help="fine-tuning peak LR (same for both arms)")
@@ -107,7 +139,8 @@ def main() -> None:
     ap.add_argument("--mask-time-prob", type=float, default=0.3)
     ap.add_argument("--mask-channel-prob", type=float, default=0.1)
     ap.add_argument("--labels", default="10,all", help="comma list: minutes of labels, or 'all'")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--arms", default="scratch,pretrained", help="comma list of scratch, pretrained (or none)")
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1234)
     args = ap.parse_args()
     if not (args.corpus / "transcripts.tsv").is_file():
@@ -125,23 +158,36 @@ def main() -> None:
         run_prepare(load_recipe(write_recipe(work / "prepare.yaml", recipe)))
         print(f"prepare: {(time.process_time() - t) / 60:.1f} CPU min")
 
-    # (b)'s pretraining: the train split's audio only (no transcripts; dev/test audio unseen)
-    pre = dict(recipe, pretrain={"model": "tiny", "max_steps": args.pretrain_steps, "include_labeled": True,
-                                 "batch_seconds": args.pretrain_batch_seconds,
-                                 "max_device_batch_seconds": args.pretrain_batch_seconds,
-                                 "crop_max_seconds": 8.0, "log_every": 10, "save_every": 100})
-    t = time.process_time()
-    pre_summary = run_pretrain(load_recipe(write_recipe(work / "pretrain.yaml", pre)), device="cpu")
-    pre_minutes = (time.process_time() - t) / 60
-    pre_model = base / "pretrain" / "model"
-    results = {"pretrain": {"steps": args.pretrain_steps, "cpu_minutes_this_run": round(pre_minutes, 2),
-                            "summary": pre_summary}, "runs": []}
+    labels = args.labels.split(",")
+    arms = [a for a in args.arms.split(",") if a in ("scratch", "pretrained")]
+    pre_minutes, pre_model = 0.0, base / "pretrain" / "model"
+    if "pretrained" in arms:
+        # (b)'s pretraining: the train split's audio only (no transcripts; dev/test audio unseen)
+        decay = 0.25 ** (1.0 / (0.5 * args.pretrain_steps))  # 2.0 -> floor 0.5 half-way through the run
+        pre = dict(recipe, pretrain={"model": {"preset": "tiny", "latent_temp": [2.0, 0.5, decay]},
+                                     "max_steps": args.pretrain_steps, "include_labeled": True,
+                                     "lr": args.pretrain_lr, "batch_seconds": args.pretrain_batch_seconds,
+                                     "max_device_batch_seconds": args.pretrain_batch_seconds,
+                                     "crop_min_seconds": 2.0, "crop_max_seconds": 8.0,
+                                     "log_every": 10, "save_every": 100})
+        minutes_file = base / "pretrain" / "cpu_minutes.json"
+        t = time.process_time()
+        pre_summary = run_pretrain(load_recipe(write_recipe(work / "pretrain.yaml", pre)), device="cpu")
+        # CPU minutes add up over resumed runs (a resumed run only counts its own share)
+        done = json.loads(minutes_file.read_text()) if minutes_file.is_file() else {"minutes": 0.0}
+        done["minutes"] += (time.process_time() - t) / 60
+        minutes_file.write_text(json.dumps(done))
+        pre_minutes = done["minutes"]
+        print(f"pretraining: {json.dumps(pre_summary, default=str)[:600]}")
 
-    for label in args.labels.split(","):
+    for label in labels:
         seconds = None if label == "all" else float(label) * 60
-        for arm, init in (("a: scratch", "none"), ("b: pretrained", str(pre_model))):
-            name = f"{label}_{'scratch' if init == 'none' else 'pretrained'}"
+        for kind in arms:
+            arm, init = ("a: scratch", "none") if kind == "scratch" else ("b: pretrained", str(pre_model))
+            name = f"{label}_{kind}"
             cond = work / name
+            if (cond / "result.json").is_file():
+                continue
             hours = make_condition_prepare(base, cond, seconds, args.seed)
             rec = dict(base_recipe(args, cond), finetune=finetune_section(args, init))
             t = time.process_time()
@@ -150,23 +196,17 @@ def main() -> None:
             test = evaluate_model(cond / "finetune" / "model", cond / "prepare" / "test" / "manifest.tsv",
                                   cond / "finetune" / "test", device="cpu")
             row = {"labels": label, "arm": arm, "train_hours": round(hours, 3), "steps": summary["steps"],
-                   "dev_loss": summary.get("dev_loss"), "dev_cer": summary.get("dev_cer"), "dev_wer": summary.get("dev_wer"), "test_cer": test.cer,
-                   "test_wer": test.wer, "finetune_cpu_minutes": round(minutes, 2),
-                   "pretrain_cpu_minutes": round(pre_minutes, 2) if init != "none" else 0.0}
-            results["runs"].append(row)
-            (work / "results.json").write_text(json.dumps(results, indent=2, default=str))
-            print(json.dumps(row))
+                   "dev_loss": summary.get("dev_loss"), "dev_cer": summary.get("dev_cer"),
+                   "dev_wer": summary.get("dev_wer"), "test_cer": test.cer, "test_wer": test.wer,
+                   "finetune_cpu_minutes": round(minutes, 2), "pretrain_cpu_minutes": round(pre_minutes, 2),
+                   "finetune": {"steps": args.finetune_steps, "batch_seconds": args.batch_seconds, "lr": args.lr}}
+            (cond / "result.json").write_text(json.dumps(row, indent=2, default=str))
+            print(json.dumps(row, default=str))
 
-    # dev CTC loss per utterance: moves long before greedy CER leaves 100 % (all-blank output)
-    print("\n| labels | arm | train h | dev loss | dev CER | dev WER | test CER | test WER | finetune CPU min | pretrain CPU min |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in results["runs"]:
-        pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
-        loss = "-" if r.get("dev_loss") is None else f"{r['dev_loss']:.1f}"
-        print(f"| {r['labels']} | {r['arm']} | {r['train_hours']} | {loss} | {pct(r['dev_cer'])} | {pct(r['dev_wer'])} | "
-              f"{pct(r['test_cer'])} | {pct(r['test_wer'])} | {r['finetune_cpu_minutes']} | {r['pretrain_cpu_minutes']} |")
-    print(f"\npretraining: {args.pretrain_steps} updates of {args.pretrain_batch_seconds:g} s; fine-tuning: "
-          f"{args.finetune_steps} updates of {args.batch_seconds:g} s, lr {args.lr:g}; results in {work / 'results.json'}")
+    print_table(work, labels)
+    print(f"\npretraining: {args.pretrain_steps} updates of {args.pretrain_batch_seconds:g} s, lr {args.pretrain_lr:g}; "
+          f"fine-tuning: {args.finetune_steps} updates of {args.batch_seconds:g} s, lr {args.lr:g}; "
+          f"results in {work / 'results.json'}")
 
 
 if __name__ == "__main__":
