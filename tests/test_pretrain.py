@@ -136,12 +136,17 @@ def test_collapse_detection(monkeypatch):
 
 
 def test_torchrun_two_processes_cli(tmp_path, speech_dir):
-    """`torchrun --nproc_per_node 2 -m lrasr pretrain recipe.yaml` trains with gloo on the CPU."""
+    """`torchrun --nproc_per_node 2 -m lrasr pretrain recipe.yaml` trains with gloo on the CPU (DDP),
+    and the weights equal one process's on the combined batch: the masks, distractors and Gumbel
+    noise of a micro-batch do not depend on which process runs it."""
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
         pytest.skip("torchrun not installed beside this python")
-    recipe = _recipe(tmp_path, speech_dir, max_steps=2, save_every=100, batch_seconds=4.0,
-                     max_device_batch_seconds=2.0)
+    # 1 s crops of every clip: update groups of 4, device batches of 2 -- one process accumulates the
+    # same two micro-batches that two processes run one each
+    settings = dict(max_steps=2, save_every=100, batch_seconds=4.0, max_device_batch_seconds=2.0,
+                    crop_min_seconds=1.0, crop_max_seconds=1.0)
+    recipe = _recipe(tmp_path, speech_dir, **settings)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -154,6 +159,20 @@ def test_torchrun_two_processes_cli(tmp_path, speech_dir):
     assert summary["processes"] == 2 and summary["accumulation"] == 1 and summary["steps"] == 2
     assert "processes" in proc.stderr  # the summary table, printed once by rank 0
     assert proc.stderr.count("audio hours seen") == 1
+
+    import torch
+    from safetensors.torch import load_file
+
+    from lrasr.stages.pretrain import run_pretrain
+
+    single = run_pretrain(load_recipe(_recipe(tmp_path / "one", speech_dir, **settings)), resume=False)
+    assert single["processes"] == 1 and single["accumulation"] == 2
+    assert single["final"]["loss"] == pytest.approx(summary["final"]["loss"], rel=1e-5)
+    w2 = load_file(str(tmp_path / "work" / "pretrain" / "model" / "model.safetensors"))
+    w1 = load_file(str(tmp_path / "one" / "work" / "pretrain" / "model" / "model.safetensors"))
+    assert w1.keys() == w2.keys()
+    for key in w1:
+        torch.testing.assert_close(w2[key], w1[key], rtol=1e-5, atol=1e-6, msg=key)
 
 
 def test_include_labeled_adds_the_train_manifest(tmp_path, speech_dir):
