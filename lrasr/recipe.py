@@ -177,6 +177,9 @@ class FinetuneConfig(TrainCommon):
     tri_stage: tuple[float, float, float] = (0.1, 0.4, 0.5)
     final_lr_scale: float = 0.05
     freeze_steps: int | None = None  # default: 10% of max_steps (10k of 20k+ in the paper)
+    # default: frozen when initialized from a checkpoint (the paper), trained from scratch. A short
+    # pretraining run leaves a weak convolutional encoder that fine-tuning may need to adapt.
+    freeze_feature_encoder: bool | None = None
     mask_time_prob: float = Field(0.5, ge=0, lt=1)
     mask_time_length: int = Field(10, ge=1)
     mask_channel_prob: float = Field(0.25, ge=0, lt=1)

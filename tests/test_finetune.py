@@ -230,14 +230,18 @@ def test_freeze_steps_train_only_the_head_then_everything_but_the_feature_encode
         return {k.removeprefix("backbone.").split(".")[0] for k in before if not torch.equal(before[k], after[k])}
 
     # (mask_embedding: the learned vector that time masking writes, trained like the transformer)
-    for steps, expected in ((2, {"aux"}), (4, {"aux", "encoder", "mask_embedding"})):
-        w = tmp_path / f"w{steps}"
+    # freeze_feature_encoder: false trains the convolutional encoder too once the freeze is over
+    everything = {"aux", "encoder", "mask_embedding", "feature_extractor"}
+    for steps, unfreeze, expected in ((2, False, {"aux"}), (4, False, {"aux", "encoder", "mask_embedding"}),
+                                      (2, True, {"aux"}), (4, True, everything)):
+        w = tmp_path / f"w{steps}{unfreeze}"
         shutil.copytree(work / "prepare", w / "prepare")
+        extra = {"freeze_feature_encoder": False} if unfreeze else {}
         rec = load_recipe(write_recipe(tmp_path, w, init_from=str(work / "finetune" / "model"), max_steps=steps,
-                                       freeze_steps=2, eval_every=100, save_every=100))
+                                       freeze_steps=2, eval_every=100, save_every=100, **extra))
         run_finetune(rec, device="cpu", resume=False)
         model, _ = load_ctc_model(w / "finetune" / "model")
-        assert changed(model) == expected, steps
+        assert changed(model) == expected, (steps, unfreeze)
 
 
 def test_same_seed_same_weights_and_metrics(trained, tmp_path):
