@@ -97,8 +97,9 @@ def make_condition_prepare(base: Path, target: Path, train_seconds: float | None
     return hours
 
 
-def finetune_section(args: argparse.Namespace, init_from: str) -> dict:
-    return {"model": "tiny", "init_from": init_from, "max_steps": args.finetune_steps, "lr": args.lr,
+def finetune_section(args: argparse.Namespace, init_from: str, train_encoder: bool = False) -> dict:
+    extra = {"freeze_feature_encoder": False} if train_encoder else {}
+    return {**extra, "model": "tiny", "init_from": init_from, "max_steps": args.finetune_steps, "lr": args.lr,
             "batch_seconds": args.batch_seconds, "max_device_batch_seconds": args.batch_seconds,
             "eval_every": args.eval_every, "log_every": 10, "save_every": args.eval_every,
             "mask_time_prob": args.mask_time_prob, "mask_channel_prob": args.mask_channel_prob,
@@ -109,7 +110,7 @@ def print_table(work: Path, labels: list[str]) -> None:
     """The table of every finished condition under ``work`` (from each one's ``result.json``)."""
     runs = []
     for label in labels:
-        for kind in ("scratch", "pretrained"):
+        for kind in ("scratch", "pretrained", "pretrained-encoder"):
             path = work / f"{label}_{kind}" / "result.json"
             if path.is_file():
                 runs.append(json.loads(path.read_text()))
@@ -139,7 +140,9 @@ def main() -> None:
     ap.add_argument("--mask-time-prob", type=float, default=0.3)
     ap.add_argument("--mask-channel-prob", type=float, default=0.1)
     ap.add_argument("--labels", default="10,all", help="comma list: minutes of labels, or 'all'")
-    ap.add_argument("--arms", default="scratch,pretrained", help="comma list of scratch, pretrained (or none)")
+    ap.add_argument("--arms", default="scratch,pretrained",
+                    help="comma list of scratch, pretrained (feature encoder frozen, as in the paper), "
+                         "pretrained-encoder (feature encoder fine-tuned too, as from scratch), or none")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1234)
     args = ap.parse_args()
@@ -159,9 +162,9 @@ def main() -> None:
         print(f"prepare: {(time.process_time() - t) / 60:.1f} CPU min")
 
     labels = args.labels.split(",")
-    arms = [a for a in args.arms.split(",") if a in ("scratch", "pretrained")]
+    arms = [a for a in args.arms.split(",") if a in ("scratch", "pretrained", "pretrained-encoder")]
     pre_minutes, pre_model = 0.0, base / "pretrain" / "model"
-    if "pretrained" in arms:
+    if any(a.startswith("pretrained") for a in arms):
         # (b)'s pretraining: the train split's audio only (no transcripts; dev/test audio unseen)
         decay = 0.25 ** (1.0 / (0.5 * args.pretrain_steps))  # 2.0 -> floor 0.5 half-way through the run
         pre = dict(recipe, pretrain={"model": {"preset": "tiny", "latent_temp": [2.0, 0.5, decay]},
@@ -183,13 +186,15 @@ def main() -> None:
     for label in labels:
         seconds = None if label == "all" else float(label) * 60
         for kind in arms:
-            arm, init = ("a: scratch", "none") if kind == "scratch" else ("b: pretrained", str(pre_model))
+            arm, init = {"scratch": ("a: scratch", "none"), "pretrained": ("b: pretrained", str(pre_model)),
+                         "pretrained-encoder": ("b': pretrained, encoder fine-tuned", str(pre_model))}[kind]
             name = f"{label}_{kind}"
             cond = work / name
             if (cond / "result.json").is_file():
                 continue
             hours = make_condition_prepare(base, cond, seconds, args.seed)
-            rec = dict(base_recipe(args, cond), finetune=finetune_section(args, init))
+            rec = dict(base_recipe(args, cond),
+                       finetune=finetune_section(args, init, train_encoder=kind == "pretrained-encoder"))
             t = time.process_time()
             summary = run_finetune(load_recipe(write_recipe(work / f"{name}.yaml", rec)), device="cpu")
             minutes = (time.process_time() - t) / 60
