@@ -154,3 +154,28 @@ def load_weights(model: torch.nn.Module, path: str | Path, device: str | torch.d
     if missing or unexpected:
         raise LrasrError(f"weights do not match the model (missing {sorted(missing)[:5]}, "
                          f"unexpected {sorted(unexpected)[:5]})", path)
+
+
+class Counters:
+    """Everything besides model/optimizer that a checkpoint restores."""
+
+    def __init__(self) -> None:
+        self.step = 0
+        self.epoch = 0
+        self.group = 0  # next group of ``epoch`` to train on
+        self.nonfinite_total = 0
+        self.nonfinite_in_row = 0
+        self.unapplied_total = 0  # fp16 overflows and updates without a sample (not NaN losses)
+        self.unapplied_in_row = 0
+        self.audio_seconds = 0.0
+        self.best_value: float | None = None
+        self.best_step: int | None = None
+        self.evals_without_improvement = 0
+
+    def state(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def load(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            if key in self.__dict__:
+                setattr(self, key, value)

@@ -197,31 +197,6 @@ def find_unused_parameters(task: Any, model: torch.nn.Module) -> bool:
     return float(getattr(getattr(model, "cfg", None), "layerdrop", 0.0) or 0.0) > 0
 
 
-class _Counters:
-    """Everything besides model/optimizer that a checkpoint restores."""
-
-    def __init__(self) -> None:
-        self.step = 0
-        self.epoch = 0
-        self.group = 0  # next group of ``epoch`` to train on
-        self.nonfinite_total = 0
-        self.nonfinite_in_row = 0
-        self.unapplied_total = 0  # fp16 overflows and updates without a sample (not NaN losses)
-        self.unapplied_in_row = 0
-        self.audio_seconds = 0.0
-        self.best_value: float | None = None
-        self.best_step: int | None = None
-        self.evals_without_improvement = 0
-
-    def state(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    def load(self, state: dict[str, Any]) -> None:
-        for key, value in state.items():
-            if key in self.__dict__:
-                setattr(self, key, value)
-
-
 def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device | None = None,
           resume: bool = True, max_steps: int | None = None) -> TrainResult:
     """Train ``task.model`` on ``task.train_dataset`` by the protocol in this module's docstring."""
@@ -247,7 +222,7 @@ def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device |
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     lr_mult: Callable[[int], float] = getattr(task, "lr_multiplier", None) or from_config(cfg, total_steps)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
-    counters = _Counters()
+    counters = ckpt.Counters()
     if not resume and info.is_main:
         ckpt.clear_checkpoints(out_dir)
     D.barrier(info)
@@ -282,6 +257,7 @@ def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device |
         if filler is None:
             filler = filler_batch(dataset)
         return filler
+
     metric_sums: dict[str, list[float]] = {}  # key -> [sum of mean*sample_size, sum of sample_size]
     window = {"loss": 0.0, "sample_size": 0.0, "seconds": 0.0, "time": 0.0, "grad_norm": 0.0, "updates": 0}
     stopped_early = False
@@ -360,7 +336,6 @@ def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device |
                            else "no sample in the whole update, e.g. no masked frame: check the audio lengths "
                                 "and masking settings") + f"; update {counters.step})")
                 continue
-            counters.unapplied_in_row = 0
             if outcome["skipped"]:
                 counters.nonfinite_total += 1
                 counters.nonfinite_in_row += 1
@@ -373,7 +348,7 @@ def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device |
                         "diverged. Lower the learning rate or raise warmup, use bf16 or fp32 instead of "
                         "fp16, or look for silent/clipped audio in the manifest; then resume.")
                 continue
-            counters.nonfinite_in_row = 0
+            counters.nonfinite_in_row = counters.unapplied_in_row = 0
             counters.step += 1
             window["loss"] += outcome["loss_sum"]
             window["sample_size"] += outcome["sample_size"]
