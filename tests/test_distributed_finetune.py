@@ -77,10 +77,15 @@ def _worker(rank: int, port: int, recipe: str, workdirs: list[str], result: str)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2")
     torch.set_num_threads(1)
+    from datetime import timedelta
+
     import torch.distributed as dist
     from typer.testing import CliRunner
 
+    import lrasr.train.distributed as D
     from lrasr.cli import app
+
+    D.COLLECTIVE_TIMEOUT = timedelta(seconds=300)  # a hang fails the test instead of stalling the suite
 
     out = CliRunner().invoke(app, ["finetune", recipe, "--workdir", workdirs[rank], "--no-resume"])
     Path(f"{result}.{rank}").write_text(json.dumps({

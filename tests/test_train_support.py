@@ -131,8 +131,13 @@ def ddp_worker(rank: int, world: int, port: int, manifest: str, runs_json: str, 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
                       LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
+    from datetime import timedelta
+
+    import lrasr.train.distributed as D
     import lrasr.train.loop as loop
     from lrasr.train.distributed import shutdown_distributed
+
+    D.COLLECTIVE_TIMEOUT = timedelta(seconds=300)  # a hang fails the test instead of stalling the suite
 
     original = loop.iterate_groups
     results = []
