@@ -126,6 +126,13 @@ def test_transformer_frozen_then_unfrozen(trained):
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert "backbone.encoder.transformer.layers.0.attention.q_proj.weight" in trainable
     assert not any("feature_extractor" in n for n in trainable)
+    # under DDP, look for parameters without a gradient only when one can miss it
+    model.cfg.layerdrop, model.cfg.mask_time_prob = 0.0, 0.5
+    assert task.find_unused_parameters is False
+    model.cfg.layerdrop = 0.1  # a dropped layer's parameters get no gradient
+    assert task.find_unused_parameters is True
+    model.cfg.layerdrop, model.cfg.mask_time_prob = 0.0, 0.0  # the mask embedding is never used
+    assert task.find_unused_parameters is True
 
 
 def test_evaluate_command_and_init_from_transformers_export(trained, tmp_path):

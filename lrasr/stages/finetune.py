@@ -171,6 +171,15 @@ class FinetuneTask:
         if dev is not None and len(dev):
             self.evaluate = self._evaluate  # the loop evaluates only tasks that have this hook
 
+    @property
+    def find_unused_parameters(self) -> bool:
+        """Whether a trainable parameter can miss its gradient in a forward pass (DDP must then look
+        for it): layerdrop; no time masking (the mask embedding is unused); a feature encoder that
+        trains but runs without autograd (``feature_grad_mult`` 0)."""
+        cfg = self.model.cfg
+        return (cfg.layerdrop > 0 or cfg.mask_time_prob <= 0
+                or (cfg.feature_grad_mult == 0 and not self.freeze_feature_encoder))
+
     def on_step(self, step: int) -> None:
         """Feature encoder always frozen; everything but the head frozen before ``freeze_steps``."""
         frozen = step < self.freeze_steps
