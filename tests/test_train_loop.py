@@ -196,7 +196,7 @@ def test_mixed_precision_paths(manifest, tmp_path, monkeypatch, precision):
     assert bool(state["scaler"]) == (precision == "fp16")
 
 
-def test_device_names_are_checked_with_one_line_errors():
+def test_device_names_are_checked_with_one_line_errors(monkeypatch):
     from lrasr.decode.acoustic import resolve_device as for_inference
     from lrasr.errors import LrasrError
     from lrasr.train.distributed import resolve_device
@@ -207,3 +207,11 @@ def test_device_names_are_checked_with_one_line_errors():
     for bad in ("gpu", "mps", "cuda:x"):
         with pytest.raises(LrasrError):
             for_inference(bad)
+    # under torchrun a process trains on its own GPU (cuda:LOCAL_RANK), never a fixed one
+    from lrasr.train.distributed import init_distributed
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    with pytest.raises(LrasrError, match=r"cuda:LOCAL_RANK \(here cuda:1\), not cuda:0"):
+        init_distributed(torch.device("cuda:0"))

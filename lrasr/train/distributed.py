@@ -66,6 +66,13 @@ def resolve_device(requested: str | torch.device | None, local_rank: int = 0) ->
 def init_distributed(device: torch.device) -> DistInfo:
     """Join the process group torchrun describes (gloo on CPU, nccl on CUDA); no-op for one process."""
     info = env_info()
+    if info.active and device.type == "cuda" and device.index != info.local_rank:
+        from lrasr.errors import LrasrError
+
+        # DDP runs one process per GPU (device_ids=[LOCAL_RANK]); a fixed cuda:N would stack every
+        # process of the node on one GPU, which NCCL refuses
+        raise LrasrError(f"under torchrun each process trains on cuda:LOCAL_RANK (here cuda:{info.local_rank}), "
+                         f"not {device}; use --device cuda (or auto)")
     if info.active and not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
