@@ -177,12 +177,15 @@ def test_damaged_flac_yields_the_audio_before_the_damage(tmp_path, speech_wav):
     np.testing.assert_allclose(decoded[:16000], long[:16000], atol=1e-3)
 
 
-@pytest.mark.parametrize("ext", ["m4a", "aac"])
-def test_ffmpeg_format_blocks_join_sample_exactly(tmp_path, ext):
-    """Block joins of torchcodec-decoded files repeat or lose no samples (a chirp shows any jump)."""
-    t = np.arange(44100 * 12) / 44100
+@pytest.mark.parametrize("ext,codec", [("m4a", "aac"), ("aac", "aac"), ("webm", "libopus"), ("webm", "libvorbis"),
+                                       ("mp4", "libopus")])
+def test_ffmpeg_format_blocks_join_sample_exactly(tmp_path, ext, codec):
+    """Block joins of torchcodec-decoded files repeat or lose no samples (a chirp shows any jump).
+    Opus in WebM: ranges after the first were placed 24 samples (48 kHz) early by millisecond
+    timestamps; Opus in MP4: a used decoder resumed where it stopped instead of going back."""
+    t = np.arange(44100 * 22) / 44100  # two joins of the reader's 10 s pieces
     sf.write(tmp_path / "chirp.wav", (0.3 * np.sin(2 * np.pi * (200 + 40 * t) * t)).astype(np.float32), 44100)
-    path = _ffmpeg(tmp_path / "chirp.wav", tmp_path / f"chirp.{ext}", "-c:a", "aac")
+    path = _ffmpeg(tmp_path / "chirp.wav", tmp_path / f"chirp.{ext}", "-c:a", codec)
     whole = load(path)
     joined = np.concatenate(list(iter_blocks(path, block_seconds=2.5)))  # joins at 2.5 s steps and 10 s pieces
     assert abs(joined.size - whole.size) <= 2

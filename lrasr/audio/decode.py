@@ -241,16 +241,28 @@ def _read_pieces(handle: sf.SoundFile, want: int, piece: int, failure: list[Base
 class _CodecReader:
     """A torchcodec-decodable file read front to back at its own rate, like a ``sf.SoundFile``.
 
-    The decoder is asked for whole seconds only, so sample positions are exact: letting ffmpeg
-    resample each requested range put block joins up to 6 ms off (repeated or missing samples).
-    Resampling is then torchaudio's, as for every other format. The header's duration is only an
-    estimate for some containers (raw ADTS AAC): the piece that reaches it reads on to the stream's
-    true end, and ``frames`` stays "unknown" (huge) so the caller stops when reads come back short.
+    The decoder is asked for whole seconds only at the file's own rate: letting ffmpeg resample each
+    requested range put block joins up to 6 ms off (repeated or missing samples). Resampling is then
+    torchaudio's, as for every other format. The header's duration is only an estimate for some
+    containers (raw ADTS AAC): the piece that reaches it reads on to the stream's true end, and
+    ``frames`` stays "unknown" (huge) so the caller stops when reads come back short.
+
+    Only the range from 0 is trimmed exactly at the stream's start. A later range is placed by
+    packet timestamps, which can be off by a few samples: Matroska/WebM rounds them to whole
+    milliseconds (Opus's 6.5 ms encoder delay stamped as 7 ms put every later range 24 samples at
+    48 kHz early, and the first join repeated them). So each later piece is decoded from
+    OVERLAP_SECONDS before the samples already delivered, its offset measured against them
+    (``_offset``), and it is cut to continue exactly where they end.
     """
 
     PIECE_SECONDS = 10
+    OVERLAP_SECONDS = 1
+    SETTLE_SECONDS = 0.15  # a decoder starting mid-stream (Opus, AAC) is inexact for its first frames
+    WINDOW_SECONDS = 0.2  # compared to find the offset
+    MAX_OFFSET_SECONDS = 0.025
 
     def __init__(self, path: Path, info: AudioInfo):
+        self._path = path
         self._decoder = _torchcodec_decoder(path)
         self.samplerate = info.sample_rate
         self.frames = 1 << 62
@@ -258,6 +270,9 @@ class _CodecReader:
         self._next_second = 0
         self._ended = False
         self._buffer = np.zeros(0, dtype=np.float32)
+        self._delivered = 0  # samples handed to the buffer so far
+        self._tail = np.zeros(0, dtype=np.float32)  # the last OVERLAP_SECONDS of them
+        self._offset_seen = 0  # the last offset measured (used where the overlap is silent)
 
     def __enter__(self) -> "_CodecReader":
         return self
@@ -267,19 +282,62 @@ class _CodecReader:
 
     def read(self, frames: int, dtype: str = "float32", always_2d: bool = False) -> np.ndarray:
         """Up to ``frames`` mono samples [n] (fewer only at the end); decoding errors raise RuntimeError."""
+        rate = self.samplerate
         while self._buffer.size < frames and not self._ended:
             start = self._next_second
             last = start + self.PIECE_SECONDS >= self._duration - 1e-6
+            begin = max(0, start - self.OVERLAP_SECONDS) if self._delivered else 0
             try:
-                samples = self._decoder.get_samples_played_in_range(start, None if last else start + self.PIECE_SECONDS)
+                # going back needs a seek, which a used decoder does not always place right (Opus in
+                # MP4 resumed where it had stopped): a fresh one seeks from scratch (about 2 ms)
+                decoder = _torchcodec_decoder(self._path) if self._delivered else self._decoder
+                samples = decoder.get_samples_played_in_range(begin, None if last else start + self.PIECE_SECONDS)
+            except AudioError as exc:
+                raise RuntimeError(exc.reason) from None
             except Exception as exc:  # torchcodec raises RuntimeError/ValueError for damaged data
                 raise RuntimeError(_short(exc)) from None
             piece = samples.data.mean(dim=0).numpy().astype(np.float32)
+            if self._delivered:
+                # piece[j] holds stream sample begin * rate + j + offset
+                offset = self._offset(piece, begin * rate)
+                piece = piece[max(0, self._delivered - begin * rate - offset):]
+            ended = last or piece.size == 0  # (an overlap alone means the stream ended before ``start``)
             self._buffer = np.concatenate([self._buffer, piece])
+            self._delivered += piece.size
+            self._tail = np.concatenate([self._tail, piece])[-self.OVERLAP_SECONDS * rate:]
             self._next_second += self.PIECE_SECONDS
-            self._ended = last or piece.size == 0
+            self._ended = ended
         out, self._buffer = self._buffer[:frames], self._buffer[frames:]
         return out
+
+    def _offset(self, piece: np.ndarray, piece_start: int) -> int:
+        """How many samples later than ``piece_start`` ``piece`` [n] really starts (negative: earlier),
+        from its best match with the samples already delivered, in their loudest settled window."""
+        rate = self.samplerate
+        width, most = int(self.WINDOW_SECONDS * rate), int(self.MAX_OFFSET_SECONDS * rate)
+        tail_start = self._delivered - self._tail.size  # stream position of self._tail[0]
+        shift = tail_start - piece_start  # tail[k] is piece[k + shift] when the offset is 0
+        first = max(0, int(self.SETTLE_SECONDS * rate) + most - shift)
+        stop = min(self._tail.size, piece.size - shift - most) - width
+        best, best_energy = None, 1e-8  # quieter than this, no offset can be seen (nor heard)
+        for k in range(first, stop + 1, max(1, width // 2)):
+            energy = float(np.square(self._tail[k:k + width]).mean())
+            if energy > best_energy:
+                best, best_energy = k, energy
+        if best is None:
+            return self._offset_seen
+        ref = self._tail[best:best + width].astype(np.float64)
+        seg = piece[best + shift - most: best + shift + most + width].astype(np.float64)  # lags -most..most
+        # squared error of ref against seg[o:o + width] for every o (the ref's own power left out),
+        # via FFT cross-correlation. Once settled, the same decoder gives the same samples, so the
+        # true offset stands out even for a periodic sound that matches one period away almost as well.
+        n = 1 << int(np.ceil(np.log2(seg.size + width)))
+        cross = np.fft.irfft(np.fft.rfft(seg, n) * np.conj(np.fft.rfft(ref, n)), n)[: 2 * most + 1]
+        power = np.concatenate([[0.0], np.cumsum(seg ** 2)])
+        errors = power[width: width + 2 * most + 1] - power[: 2 * most + 1] - 2 * cross
+        # seg[o] lines up with the ref's first sample: piece[j] is then stream sample begin + j + (most - o)
+        self._offset_seen = most - int(np.argmin(errors))
+        return self._offset_seen
 
 
 def save_flac(path: str | Path, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:
