@@ -36,7 +36,7 @@ def test_two_gloo_processes_equal_one_process_on_the_combined_batch(manifest, tm
     """DDP (gloo) against one process, in one process group: (a) one micro-batch per rank, with an
     update where rank 1 has no data; (b) accumulation under no_sync (2 micro-batches per rank); (c) rank
     1 alone hits a NaN loss and has fewer micro-batches than rank 0: no hang, the update is skipped on
-    both, and the ranks end with the same weights."""
+    both, and the ranks end with the same weights; (d) fp16 autocast + GradScaler under DDP."""
     # (a) max_device >= batch: one process takes each update as one micro-batch; two processes split it
     cfg_a = small_cfg(max_steps=4, batch_seconds=2.5, max_device_batch_seconds=2.5, save_every=100)
     plan = plan_epoch(RegressionTask(manifest).train_dataset, 0, 2.5, 2.5, 2, seed=0)
@@ -46,8 +46,9 @@ def test_two_gloo_processes_equal_one_process_on_the_combined_batch(manifest, tm
     cfg_b = small_cfg(max_steps=4, batch_seconds=3.6, max_device_batch_seconds=1.2, save_every=100)
     plan_b = plan_epoch(RegressionTask(manifest).train_dataset, 0, 3.6, 1.2, 2, seed=0)
     assert max(len(group) for group in plan_b.micro[:4]) >= 4
-    runs = [{"out": str(tmp_path / name), "cfg": cfg.model_dump_json(), "chaos": chaos}
-            for name, cfg, chaos in (("a", cfg_a, False), ("b", cfg_b, False), ("c", cfg_a, True))]
+    runs = [{"out": str(tmp_path / name), "cfg": cfg.model_dump_json(), "chaos": chaos, "precision": precision}
+            for name, cfg, chaos, precision in (("a", cfg_a, False, None), ("b", cfg_b, False, None),
+                                                ("c", cfg_a, True, None), ("d", cfg_b, False, "fp16"))]
     result = tmp_path / "two.pt"
     mp.spawn(ddp_worker, args=(2, _free_port(), str(manifest), json.dumps(runs), str(result)), nprocs=2, join=True)
     rank0, rank1 = (torch.load(f"{result}.{r}", weights_only=True) for r in (0, 1))
@@ -66,6 +67,10 @@ def test_two_gloo_processes_equal_one_process_on_the_combined_batch(manifest, tm
     chaos0, chaos1 = rank0[2], rank1[2]
     assert chaos0["steps"] == chaos1["steps"] == 4 and chaos0["nonfinite"] == chaos1["nonfinite"] == 1
     assert torch.isfinite(chaos0["weights"]).all() and torch.equal(chaos0["weights"], chaos1["weights"])
+    fp16 = rank0[3]
+    assert fp16["steps"] == 4 and torch.isfinite(fp16["weights"]).all()
+    assert torch.equal(fp16["weights"], rank1[3]["weights"])
+    assert not torch.equal(fp16["weights"], flat_weights(RegressionTask(manifest, seed=0).model))
 
 
 def test_sigkill_then_resume_equals_uninterrupted_run(manifest, tmp_path):

@@ -120,7 +120,7 @@ def flat_weights(model: torch.nn.Module) -> torch.Tensor:
 
 def ddp_worker(rank: int, world: int, port: int, manifest: str, runs_json: str, result_path: str) -> None:
     """One rank of a gloo run (torch.multiprocessing.spawn target): trains each run of ``runs_json``
-    (a list of {"out", "cfg", "chaos"}) in one process group and saves this rank's results to
+    (a list of {"out", "cfg", "chaos", "precision"}) in one process group and saves this rank's results to
     ``result_path.RANK``.
 
     ``chaos``: rank 1 alone gets a NaN loss at update 1 and loses its micro-batch of the first update
@@ -139,7 +139,7 @@ def ddp_worker(rank: int, world: int, port: int, manifest: str, runs_json: str, 
 
     D.COLLECTIVE_TIMEOUT = timedelta(seconds=300)  # a hang fails the test instead of stalling the suite
 
-    original = loop.iterate_groups
+    original, precision = loop.iterate_groups, loop.resolve_precision
     results = []
     for run in json.loads(runs_json):
         chaos = bool(run.get("chaos")) and rank == 1
@@ -149,6 +149,8 @@ def ddp_worker(rank: int, world: int, port: int, manifest: str, runs_json: str, 
                 yield group, (batches[:-1] if group == 0 else batches)
 
         loop.iterate_groups = uneven if chaos else original
+        # the CUDA precisions (autocast, fp16's GradScaler) under DDP, exercised on the CPU
+        loop.resolve_precision = (lambda p, d, forced=run["precision"]: forced) if run.get("precision") else precision
         # rank 1 starts from different random weights: the loop must broadcast rank 0's
         task = RegressionTask(Path(manifest), seed=rank, nan_steps=(1,) if chaos else (), nan_once=True)
         task.seed = 0
