@@ -35,8 +35,11 @@ class UnlabeledCorpus(Section):
     )
 
 
+PARQUET_AUDIO_COLUMN = "audio"  # the datasets library's Audio feature; a parquet corpus's audio_column unless set
+
+
 class LabeledCorpus(Section):
-    format: Literal["tsv", "csv", "kaldi", "commonvoice", "fairseq", "nemo", "folder"]
+    format: Literal["tsv", "csv", "kaldi", "commonvoice", "fairseq", "nemo", "folder", "parquet"]
     path: Path
     card: str | None = None
     # tsv/csv column names (None = not present)
@@ -55,6 +58,11 @@ class LabeledCorpus(Section):
     id_column: str = "id"
     # optional speaker table (TSV: speaker id first column, a `gender` column); relative to the corpus folder
     speakers: Path | None = None
+    # parquet (Hugging Face datasets): files under a folder path; the audio column (default PARQUET_AUDIO_COLUMN)
+    # holds {bytes, path} structs; a column or the file names (train-*/validation-*/test-*) may give splits
+    pattern: str = "**/*.parquet"
+    split_column: str | None = None
+    file_splits: bool = True
 
 
 class TextCorpus(Section):

@@ -162,6 +162,30 @@ def load(path: str | Path, sample_rate: int = SAMPLE_RATE, start: float = 0.0, e
     return resample(samples.data.mean(dim=0).numpy(), int(samples.sample_rate), sample_rate)
 
 
+def load_bytes(data: bytes, sample_rate: int = SAMPLE_RATE, name: str = "<bytes>") -> np.ndarray:
+    """Decode an encoded audio file held in memory (a parquet row's audio) to mono float32 [T].
+
+    soundfile first (wav, flac, ogg, mp3), then torchcodec for anything else, as ``load`` does for
+    files. ``name`` only labels errors. Raises ``AudioError`` with a one-line reason.
+    """
+    if not data:
+        raise AudioError("empty audio (0 bytes)", name)
+    try:
+        wave, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        return resample(_to_mono(wave), rate, sample_rate)
+    except (sf.LibsndfileError, RuntimeError):
+        pass  # not a format libsndfile knows: ffmpeg may
+    try:
+        from torchcodec.decoders import AudioDecoder
+    except (ImportError, RuntimeError, OSError) as exc:
+        raise AudioError(f"not decodable by soundfile, and torchcodec+ffmpeg is unavailable ({exc})", name) from None
+    try:
+        samples = AudioDecoder(data).get_all_samples()
+    except Exception as exc:  # torchcodec raises plain RuntimeError/ValueError for bad input
+        raise AudioError(f"not decodable audio ({_short(exc)})", name) from None
+    return resample(samples.data.mean(dim=0).numpy(), int(samples.sample_rate), sample_rate)
+
+
 def iter_blocks(path: str | Path, block_seconds: float = 60.0, sample_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
     """Yield consecutive mono blocks of about ``block_seconds`` at ``sample_rate``.
 

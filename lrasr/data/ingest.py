@@ -114,8 +114,9 @@ def shorten_path_ids(items: list[Item], derived: list[bool]) -> None:
                 it.id = Path(it.id).name
 
 
-def ingest_corpus(corpus: LabeledCorpus) -> tuple[list[Item], RejectLog]:
-    """Read one labeled corpus of any supported format. Raises ``LrasrError`` for a broken index file."""
+def ingest_corpus(corpus: LabeledCorpus, audio_dir: Path | None = None) -> tuple[list[Item], RejectLog]:
+    """Read one labeled corpus of any supported format. Raises ``LrasrError`` for a broken index file.
+    ``audio_dir``: where formats whose audio is not in files of its own (parquet) write it as FLAC."""
     from lrasr.data import ingest_formats as formats
 
     readers = {
@@ -126,7 +127,12 @@ def ingest_corpus(corpus: LabeledCorpus) -> tuple[list[Item], RejectLog]:
     if not corpus.path.exists():
         raise LrasrError(f"labeled corpus ({corpus.format}) not found", corpus.path)
     rejects = RejectLog()
-    items = readers[corpus.format](corpus, rejects)
+    if corpus.format == "parquet":
+        from lrasr.data.ingest_parquet import read_parquet
+
+        items = read_parquet(corpus, rejects, audio_dir)
+    else:
+        items = readers[corpus.format](corpus, rejects)
     split = corpus.assign_split or corpus_defined_split(corpus)
     if split:
         for item in items:

@@ -1,0 +1,292 @@
+"""Parquet shards as published on the Hugging Face hub (Kathbath, IndicVoices, Shrutilipi, FLEURS and
+Common Voice exports): each row holds its audio inline, a ``{bytes, path}`` struct (the datasets
+library's Audio feature) or plain bytes, beside text/speaker/... columns.
+
+Inline audio cannot be referenced in place, so every kept row is decoded (soundfile, else
+torchcodec), resampled to 16 kHz mono and written as FLAC under ``<audio_dir>/parquet/<shard>/``
+at ingest, whatever ``prepare.labeled_audio`` says: with ``reference`` the manifests point at these
+FLACs, with ``flac`` they are re-written once more like any other source. Rows are read one row
+group at a time, in batches of ``BATCH_ROWS``, so a multi-GB shard never sits in memory; the audio
+column is read only for row groups that still have a FLAC to write, so a re-run reuses the FLACs
+(each has a sidecar recording the shard's identity and row, as ``ingest_audio`` does) without
+reading the audio again.
+
+A row with no audio bytes, undecodable audio or empty text is rejected naming the shard (``source``),
+its 1-based row number (``line``) and, in the reason, the 0-based row index ``datasets`` uses
+(``ds[i]``). A shard without the audio or text column raises ``LrasrError`` naming it.
+Splits: ``split_column`` when set; else, with ``file_splits``, the split named by each shard's file
+name (``train-00000-of-00010.parquet``) or folder (``default/test/0000.parquet``), used only when
+some shard names a dev or test split (a corpus of train shards alone is split by ratio).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lrasr.audio.decode import SAMPLE_RATE, AudioError, load_bytes, save_flac
+from lrasr.data.ingest import Item, normalize_gender
+from lrasr.data.ingest_audio import reusable_flac, sidecar_path, source_key
+from lrasr.data.manifest import RejectLog
+from lrasr.errors import LrasrError
+from lrasr.io import write_json_atomic
+from lrasr.recipe import PARQUET_AUDIO_COLUMN, LabeledCorpus
+
+BATCH_ROWS = 32  # rows of audio held at once (tens of MB for long utterances)
+SPLIT_NAMES = {"train": "train", "training": "train", "validation": "dev", "valid": "dev", "dev": "dev",
+               "test": "test"}
+
+
+@dataclass
+class ReadStats:
+    """What reading cost, for the summary and for tests that check reading stays incremental."""
+
+    row_groups: int = 0  # row groups whose metadata columns were read
+    audio_batches: int = 0  # batches of the audio column read
+    max_batch_rows: int = 0  # most rows of audio held at once
+    decoded: int = 0  # rows decoded and written as FLAC
+    reused: int = 0  # rows whose FLAC from an earlier run was reused
+
+
+def split_name(value: Any) -> str | None:
+    """train/dev/test for the names corpora use (validation, valid, test_known, ...), else None."""
+    text = str(value or "").strip().lower()
+    if text in SPLIT_NAMES:
+        return SPLIT_NAMES[text]
+    head = re.split(r"[_.]", text, maxsplit=1)[0]
+    return SPLIT_NAMES.get(head)
+
+
+def file_split(path: Path, root: Path) -> str | None:
+    """The split a shard's name (``test-00000-of-00002``) or, failing that, a folder below ``root`` names."""
+    found = split_name(path.stem.split("-")[0])
+    if found:
+        return found
+    parents = path.parent.relative_to(root).parts if path.is_relative_to(root) else ()
+    return next((s for s in map(split_name, reversed(parents)) if s), None)
+
+
+def parquet_files(corpus: LabeledCorpus) -> tuple[Path, list[Path]]:
+    """(root folder, shards): the file itself, or the files ``pattern`` matches below the folder."""
+    path = corpus.path
+    if path.is_file():
+        return path.parent, [path]
+    files = sorted(p for p in path.glob(corpus.pattern) if p.is_file())
+    if not files:
+        raise LrasrError(f"no parquet files match pattern '{corpus.pattern}' in this folder (set the corpus's "
+                         "pattern:, e.g. \"data/train-*.parquet\")", path)
+    return path, files
+
+
+def _shard_dir(audio_dir: Path, shard: Path) -> Path:
+    safe = re.sub(r"[^\w.-]", "_", shard.stem)[:80] or "shard"
+    return audio_dir / "parquet" / f"{safe}-{hashlib.sha1(str(shard.resolve()).encode()).hexdigest()[:10]}"
+
+
+def _columns(corpus: LabeledCorpus, shard: Path, names: list[str]) -> dict[str, str | None]:
+    """Column for each role; a required or explicitly named column missing raises ``LrasrError``."""
+    set_ = corpus.model_fields_set
+    audio = corpus.audio_column if "audio_column" in set_ else PARQUET_AUDIO_COLUMN
+    roles: dict[str, str | None] = {"audio": audio, "text": corpus.text_column}
+    optional = {"speaker": corpus.speaker_column, "gender": corpus.gender_column, "duration": corpus.duration_column,
+                "split": corpus.split_column,
+                # an id column only when named: FLEURS's `id` numbers sentences, shared by their speakers
+                "id": corpus.id_column if "id_column" in set_ else None}
+    missing = [c for c in (audio, corpus.text_column) if c not in names]
+    for role, column in optional.items():
+        explicit = f"{role}_column" in set_
+        if column and column not in names and explicit:
+            missing.append(column)
+        roles[role] = column if column in names else None
+    if missing:
+        raise LrasrError(f"missing column(s) {', '.join(missing)} (found: {', '.join(names)}); set the corpus's "
+                         "*_column keys to the names used", shard)
+    return roles
+
+
+def _audio_kind(pf: Any, column: str, shard: Path) -> str:
+    """"struct" ({bytes, path}) or "binary"; anything else raises ``LrasrError``."""
+    import pyarrow as pa
+
+    typ = pf.schema_arrow.field(column).type
+    if pa.types.is_struct(typ) and typ.get_field_index("bytes") >= 0:
+        return "struct"
+    if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
+        return "binary"
+    raise LrasrError(f"column {column} holds {typ}, not audio bytes (a {{bytes, path}} struct or binary); a "
+                     "table of audio paths is read with format: tsv", shard)
+
+
+def read_parquet(corpus: LabeledCorpus, rejects: RejectLog, audio_dir: Path | None,
+                 stats: ReadStats | None = None) -> list[Item]:
+    """Items of every row of every shard, their audio written as 16 kHz FLAC under ``audio_dir``."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise LrasrError("format parquet needs pyarrow: pip install 'pyarrow>=15'", corpus.path) from None
+    if audio_dir is None:
+        raise LrasrError("parquet audio is written out as FLAC at ingest: give ingest_corpus an audio_dir "
+                         "(prepare uses <workdir>/prepare/labeled_audio)", corpus.path)
+    stats = stats if stats is not None else ReadStats()
+    root, shards = parquet_files(corpus)
+    splits = {s: file_split(s, root) for s in shards} if corpus.file_splits else {}
+    use_file_splits = any(v in ("dev", "test") for v in splits.values())
+    items: list[Item] = []
+    derived: list[bool] = []
+    for shard in shards:
+        try:
+            pf = pq.ParquetFile(shard)
+        except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for a file that is not parquet
+            raise LrasrError(f"not a readable parquet file ({str(exc).splitlines()[0][:200]})", shard) from None
+        found, ids_derived = _read_shard(pf, shard, corpus, rejects, _shard_dir(audio_dir, shard), stats,
+                                         splits.get(shard) if use_file_splits else None, root)
+        items.extend(found)
+        derived.extend(ids_derived)
+    _unique_derived_ids(items, derived)
+    return items
+
+
+def _read_shard(pf: Any, shard: Path, corpus: LabeledCorpus, rejects: RejectLog, out_dir: Path,
+                stats: ReadStats, shard_split: str | None, root: Path) -> tuple[list[Item], list[bool]]:
+    cols = _columns(corpus, shard, pf.schema_arrow.names)
+    kind = _audio_kind(pf, cols["audio"], shard)
+    meta_cols = [c for role, c in cols.items() if c and role != "audio"]
+    if kind == "struct" and "path" in pf.schema_arrow.field(cols["audio"]).type.names:
+        meta_cols.append(f"{cols['audio']}.path")  # the file name inside the struct, without its bytes
+    try:
+        rel = shard.relative_to(root).with_suffix("").as_posix()
+    except ValueError:
+        rel = shard.stem
+    items: list[Item] = []
+    derived: list[bool] = []
+    first_row = 0
+    for group in range(pf.num_row_groups):
+        meta = pf.read_row_group(group, columns=sorted(set(meta_cols))).to_pydict()
+        stats.row_groups += 1
+        rows = pf.metadata.row_group(group).num_rows
+        found: dict[int, tuple[Item, bool]] = {}  # offset in group -> (item, id derived)
+        pending: dict[int, tuple[Item, Path, dict]] = {}  # the ones whose FLAC is still to write
+        for k in range(rows):
+            index = first_row + k
+            item, is_derived = _row_item(meta, k, index, cols, shard, rel, rejects, shard_split)
+            if item is None:
+                continue
+            flac = out_dir / f"{index:08d}.flac"
+            key = {**source_key(shard, None, None), "row": index}
+            seconds = reusable_flac(flac, key)
+            item.audio = flac
+            found[k] = (item, is_derived)
+            if seconds is None:
+                pending[k] = (item, flac, key)
+            else:
+                stats.reused += 1
+        if pending:
+            for k in _write_pending(pf, group, cols["audio"], kind, pending, shard, first_row, rejects, stats):
+                del found[k]
+        for k in sorted(found):
+            items.append(found[k][0])
+            derived.append(found[k][1])
+        first_row += rows
+    return items, derived
+
+
+def _row_item(meta: dict[str, list], k: int, index: int, cols: dict[str, str | None], shard: Path, rel: str,
+              rejects: RejectLog, shard_split: str | None) -> tuple[Item | None, bool]:
+    """The item of row ``k`` of a row group (``index`` in the shard), or None after rejecting it."""
+    def value(role: str) -> Any:
+        return meta[cols[role]][k] if cols.get(role) else None
+
+    text = value("text")
+    given_id = value("id")
+    uid = str(given_id).strip() if given_id is not None else ""
+    audio_name = ""
+    path_key = f"{cols['audio']}.path"
+    if path_key in meta:
+        audio_name = str(meta[path_key][k] or "")
+    elif cols["audio"] in meta and isinstance(meta[cols["audio"]][k], dict):
+        audio_name = str(meta[cols["audio"]][k].get("path") or "")
+    if text is not None and not isinstance(text, str):
+        rejects.add(shard, f"malformed row: row index {index}: text column holds {type(text).__name__}",
+                    line=index + 1, id=uid or None)
+        return None, False
+    if not (text or "").strip():
+        rejects.add(shard, f"empty text: row index {index}", line=index + 1, id=uid or None)
+        return None, False
+    duration = value("duration")
+    try:
+        duration = float(duration) if duration is not None else None
+    except (TypeError, ValueError):
+        rejects.add(shard, f"bad duration: row index {index}: {duration!r} is not a number", line=index + 1)
+        return None, False
+    is_derived = not uid
+    if is_derived:
+        uid = Path(audio_name).stem if audio_name else f"{rel}_{index:06d}"
+    speaker = value("speaker")
+    gender = value("gender")
+    split = split_name(value("split")) if cols.get("split") else shard_split
+    return Item(id=uid, audio=shard, text=text, source=str(shard), line=index + 1,
+                speaker=(str(speaker).strip() or None) if speaker is not None else None,
+                gender=normalize_gender(str(gender)) if gender is not None else None,
+                duration=duration, split=split, extra={"row": str(index), "shard_id": f"{rel}_{index:06d}"}), is_derived
+
+
+def _write_pending(pf: Any, group: int, audio_col: str, kind: str, pending: dict[int, tuple[Item, Path, dict]],
+                   shard: Path, first_row: int, rejects: RejectLog, stats: ReadStats) -> list[int]:
+    """Read this row group's audio in batches; decode and write the rows still without a FLAC.
+    Returns the offsets of the rows rejected."""
+    failed: list[int] = []
+    offset = 0
+    for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[group], columns=[audio_col]):
+        stats.audio_batches += 1
+        stats.max_batch_rows = max(stats.max_batch_rows, batch.num_rows)
+        column = batch.column(0)
+        for j in range(batch.num_rows):
+            k = offset + j
+            if k not in pending:
+                continue
+            item, flac, key = pending[k]
+            index = first_row + k
+            cell = column[j].as_py()
+            data = cell.get("bytes") if kind == "struct" and cell is not None else cell
+            if not data:
+                rejects.add(shard, f"missing audio: row index {index} has no audio bytes"
+                            + (f" (only the path {cell.get('path')!r})" if isinstance(cell, dict) and cell.get("path")
+                               else ""), line=index + 1, id=item.id)
+                failed.append(k)
+                continue
+            try:
+                wave = load_bytes(data, SAMPLE_RATE, name=f"{shard} row {index}")
+            except AudioError as exc:
+                rejects.add(shard, f"undecodable audio: row index {index}: {exc.reason}", line=index + 1, id=item.id)
+                failed.append(k)
+                continue
+            except Exception as exc:  # noqa: BLE001  a library bug on one row must not stop the others
+                rejects.add(shard, f"undecodable audio: row index {index}: {type(exc).__name__}: {exc}"[:300],
+                            line=index + 1, id=item.id)
+                failed.append(k)
+                continue
+            if wave.size == 0:
+                rejects.add(shard, f"undecodable audio: row index {index}: decoded to no samples", line=index + 1,
+                            id=item.id)
+                failed.append(k)
+                continue
+            flac.parent.mkdir(parents=True, exist_ok=True)
+            save_flac(flac, wave, SAMPLE_RATE)
+            # after the FLAC: a run killed in between leaves no sidecar, so the row is decoded again
+            write_json_atomic(sidecar_path(flac), {"source": key, "samples": int(wave.size)})
+            stats.decoded += 1
+        offset += batch.num_rows
+    return failed
+
+
+def _unique_derived_ids(items: list[Item], derived: list[bool]) -> None:
+    """Ids taken from the audio struct's file names stay when unique in the corpus; otherwise (every
+    row named ``audio.wav``, say) those rows are named by shard and row index instead."""
+    names = [it.id for it, d in zip(items, derived) if d]
+    if len(set(names)) != len(names):
+        for it, d in zip(items, derived):
+            if d:
+                it.id = it.extra["shard_id"]
