@@ -109,11 +109,14 @@ def test_checkpoint_contents_load_with_weights_only(manifest, tmp_path):
     rows = read_metrics_csv(tmp_path / "metrics.csv")
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert {"loss", "mse", "grad_norm", "lr", "audio_seconds_per_second"} <= set(rows[0])
-    # resuming a finished run trains no further; asking for more steps continues from step 3
+    # resuming a finished run trains no further, and reports the CPU time the checkpoint recorded
+    assert 0 < state["counters"]["cpu_seconds"] <= result.cpu_seconds
     again = train(RegressionTask(manifest), small_cfg(max_steps=3), tmp_path, resume=True)
-    assert again.steps == 3
+    assert again.steps == 3 and again.cpu_seconds >= state["counters"]["cpu_seconds"]
+    # asking for more steps continues from step 3
     more = train(RegressionTask(manifest), small_cfg(max_steps=5, save_every=2), tmp_path, resume=True)
     assert more.steps == 5 and [r["step"] for r in read_metrics_csv(tmp_path / "metrics.csv")] == [1, 2, 3, 4, 5]
+    assert more.cpu_seconds > again.cpu_seconds  # the resumed run's CPU time adds to the earlier runs'
     # ... but a checkpoint trained with other settings (an edited recipe) is not silently continued
     with pytest.raises(TrainingError, match=r"lr changed.*--no-resume"):
         train(RegressionTask(manifest), small_cfg(max_steps=7, lr=0.5), tmp_path, resume=True)

@@ -66,8 +66,6 @@ class AcousticModel:
         self.model, self.tokenizer = load_model(model_dir, self.device)
         self.batch_seconds = batch_seconds
         self.model_dir = Path(model_dir)
-        # models imported from checkpoints trained on standardized input say so in their config
-        self.normalize = bool(getattr(getattr(self.model, "cfg", None), "normalize_waveform", False))
 
     @torch.inference_mode()
     def log_probs(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -80,8 +78,6 @@ class AcousticModel:
             batch = torch.zeros(len(group), longest)
             for row, i in enumerate(group):
                 wave = np.asarray(waves[i], dtype=np.float32)
-                if self.normalize and wave.size:
-                    wave = (wave - wave.mean()) / np.sqrt(wave.var() + 1e-7)
                 batch[row, : len(wave)] = torch.from_numpy(wave)
             lens = torch.tensor([lengths[i] for i in group])
             batch, lens = batch.to(self.device), lens.to(self.device)

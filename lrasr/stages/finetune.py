@@ -16,7 +16,6 @@ the reason), ``init.json`` (what was loaded from ``init_from``), ``summary.json`
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -106,11 +105,6 @@ def build_model(recipe: Any, tokenizer: Any) -> tuple[torch.nn.Module, dict[str,
             skip_head = True
     report = load_pretrained_into(model, ckpt, skip_head=skip_head)
     info = {"init_from": str(source), **report.summary()}
-    if ckpt.arch.get("normalize_waveform"):
-        note = ("the checkpoint was trained on per-utterance normalized audio (do_normalize); lrasr "
-                "feeds raw waveforms, so expect a slower start")
-        warn(note)
-        info["notes"] = info["notes"] + [note]
     return model, info
 
 
@@ -274,7 +268,6 @@ def run_finetune(recipe: Any, device: str | None = None, resume: bool = True, ma
     f = recipe.finetune
     if f is None:
         raise LrasrError("the recipe has no finetune section", recipe.source)
-    started = time.process_time()
     out = recipe.stage_dir("finetune")
     prep = recipe.stage_dir("prepare")
     tok_dir = prep / "tokenizer"
@@ -328,7 +321,7 @@ def run_finetune(recipe: Any, device: str | None = None, resume: bool = True, ma
         "train_utterances": len(train_rows), "train_hours": round(float(train_rows["duration"].sum()) / 3600, 4),
         "skipped": rejects.counts(), "loader_skipped": dict(getattr(dataset, "skipped", {})),
         "nonfinite_skipped": result.nonfinite_skipped, "init_from": init["init_from"],
-        "lr": train_cfg.lr, "train_loss": result.final_metrics.get("loss"), "cpu_minutes": round((time.process_time() - started) / 60, 2),
+        "lr": train_cfg.lr, "train_loss": result.final_metrics.get("loss"), "cpu_minutes": round(result.cpu_seconds / 60, 2),
         "model": str(out / "model"),
     }
     if dev_rows is not None:

@@ -193,6 +193,8 @@ def run_pretrain(recipe: Any, device: str | None = None, resume: bool = True, ma
     mcfg = model.cfg
     problems = detect_collapse(result.history, mcfg.num_codevector_groups, mcfg.num_negatives)
     first = next((r for r in result.history if "contrastive" in r), {})
+    # a run resumed at its last update logs nothing new: the history (CSV) still has the last row
+    final = result.final_metrics or next((r for r in reversed(result.history) if "contrastive" in r), {})
     summary: dict[str, Any] = {
         "steps": result.steps,
         "audio_hours_seen": round(result.audio_seconds / 3600, 4),
@@ -202,8 +204,9 @@ def run_pretrain(recipe: Any, device: str | None = None, resume: bool = True, ma
         "processes": result.world_size,
         "accumulation": result.accumulation,
         "nonfinite_skipped": result.nonfinite_skipped,
+        "cpu_minutes": round(result.cpu_seconds / 60, 2),  # this process, summed over resumed runs
         "start": {k: v for k, v in first.items() if k not in ("step", "epoch")},
-        "final": {k: v for k, v in result.final_metrics.items() if k != "epoch"},
+        "final": {k: v for k, v in final.items() if k not in ("step", "epoch")},
         "chance_accuracy": 1.0 / (mcfg.num_negatives + 1),
         "collapse": problems,
         "init_from": init_report,

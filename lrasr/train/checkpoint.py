@@ -168,6 +168,7 @@ class Counters:
         self.unapplied_total = 0  # fp16 overflows and updates without a sample (not NaN losses)
         self.unapplied_in_row = 0
         self.audio_seconds = 0.0
+        self.cpu_seconds = 0.0  # this process's CPU time in training, summed over resumed runs
         self.best_value: float | None = None
         self.best_step: int | None = None
         self.evals_without_improvement = 0

@@ -178,6 +178,7 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     accumulation: int = 1
     world_size: int = 1
+    cpu_seconds: float = 0.0  # CPU time of this process's training, over all resumed runs
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -238,6 +239,7 @@ def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device |
             task.load_state_dict(state["task"])
         if info.is_main:
             warn(f"resuming from {folder} (update {counters.step}, epoch {counters.epoch})")
+    cpu_start = time.process_time() - counters.cpu_seconds  # so a resumed run reports the total
 
     eval_every = getattr(cfg, "eval_every", None) if hasattr(task, "evaluate") else None
     best_metric = getattr(task, "best_metric", None)
@@ -267,6 +269,7 @@ def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device |
     def save() -> Path | None:
         nonlocal last_saved
         last_saved = counters.step
+        counters.cpu_seconds = time.process_time() - cpu_start
         if not info.is_main:
             return None
         state = {"optimizer": optimizer.state_dict(), "scheduler": {"step": counters.step, "base_lrs": base_lrs},
@@ -383,6 +386,7 @@ def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device |
             counters.epoch += 1
             counters.group = 0
     latest = save() if last_saved != counters.step else ckpt.latest_checkpoint(out_dir)
+    counters.cpu_seconds = time.process_time() - cpu_start
     D.barrier(info)
     history: list[dict[str, float]] = []
     if logger is not None:
@@ -398,7 +402,7 @@ def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device |
     return TrainResult(steps=counters.step, final_metrics=last_row, best_step=counters.best_step,
                        best_metrics=best_metrics, best_path=best_path, stopped_early=stopped_early,
                        nonfinite_skipped=counters.nonfinite_total, checkpoint=latest,
-                       audio_seconds=counters.audio_seconds, history=history,
+                       audio_seconds=counters.audio_seconds, history=history, cpu_seconds=counters.cpu_seconds,
                        accumulation=accumulation_steps(cfg.batch_seconds, cfg.max_device_batch_seconds,
                                                        info.world_size),
                        world_size=info.world_size)
