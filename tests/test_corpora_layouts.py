@@ -1,0 +1,152 @@
+"""Each card's convert commands, run on a miniature of the corpus as its publisher lays it out, give what
+the card's layout check accepts and what its ingest format reads.
+
+The miniatures follow the sources named on each card (file names, index formats, folder nesting); the
+audio files are empty because ingest only reads the index files. A card's shell commands are its
+``convert`` lines that start with ``$ ``; they run with bash in the folder the card names.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from lrasr.corpora import layout_mismatch, list_cards, load_card
+from lrasr.data.ingest import ingest_corpus
+from lrasr.recipe import LabeledCorpus
+
+
+def commands(card_name: str) -> list[str]:
+    return [line.strip()[2:] for line in load_card(card_name).ingest.convert.splitlines()
+            if line.strip().startswith("$ ")]
+
+
+def run_commands(card_name: str, folder: Path) -> None:
+    cmds = commands(card_name)
+    assert cmds, f"card {card_name} has no '$ ' command lines"
+    for cmd in cmds:
+        done = subprocess.run(["bash", "-euo", "pipefail", "-c", cmd], cwd=folder, capture_output=True, text=True)
+        assert done.returncode == 0, f"{card_name}: `{cmd}` failed: {done.stderr}"
+
+
+def read(card_name: str, path: Path):
+    card = load_card(card_name)
+    corpus = LabeledCorpus(format=card.ingest.format, path=path, card=card_name, **card.ingest.options)
+    items, rejects = ingest_corpus(corpus)
+    assert len(rejects) == 0, rejects.rows
+    for item in items:
+        assert Path(item.audio).is_file(), f"{card_name}: {item.audio} is not the extracted audio file"
+    return {item.id: item for item in items}
+
+
+# ------------------------------------------------------------------------------ miniature corpora
+def openslr_archive(root: Path) -> Path:
+    """An unzipped ml_in_female.zip: line_index.tsv (no header, id + text; one line with the extra empty
+    middle field the Hugging Face loader strips) and the wavs at the top level."""
+    root.mkdir()
+    (root / "line_index.tsv").write_text("mlf_00053_00012345\tഒന്ന് രണ്ട്\nmlf_00053_00067890\t\tമൂന്ന്\n",
+                                         encoding="utf-8")
+    for stem in ("mlf_00053_00012345", "mlf_00053_00067890"):
+        (root / f"{stem}.wav").write_bytes(b"")
+    return root
+
+
+def fleurs_config(root: Path) -> Path:
+    """data/ml_in/: train.tsv (no header, 7 columns) and audio/train.tar.gz holding train/<file>.wav."""
+    (root / "audio").mkdir(parents=True)
+    rows = [("1001", "10433.wav", "Raw, text one.", "raw text one", "x", "160000", "FEMALE"),
+            ("1002", "10434.wav", "Raw text two!", "raw text two", "x", "96000", "MALE")]
+    (root / "train.tsv").write_text("".join("\t".join(r) + "\n" for r in rows), encoding="utf-8")
+    with tarfile.open(root / "audio" / "train.tar.gz", "w:gz") as tar:
+        for r in rows:
+            info = tarfile.TarInfo(f"train/{r[1]}")
+            info.size = 4
+            tar.addfile(info, io.BytesIO(b"RIFF"))
+    return root
+
+
+def mucs_split(root: Path) -> Path:
+    """Odia/train/: audio/<id>.wav and transcription.txt with '<id> <text>' lines."""
+    (root / "audio").mkdir(parents=True)
+    (root / "transcription.txt").write_text("0001_001 ପ୍ରଥମ ବାକ୍ୟ\n0001_002 ଦ୍ୱିତୀୟ ବାକ୍ୟ\n", encoding="utf-8")
+    for stem in ("0001_001", "0001_002"):
+        (root / "audio" / f"{stem}.wav").write_bytes(b"")
+    return root
+
+
+def respin_set(root: Path) -> Path:
+    """IISc_RESPIN_train_hi_small/: D<n>/<speaker>/ with wavs and one '<id><TAB><text>' txt per speaker
+    (the first without a final newline, so the lines of two files must not run together)."""
+    speakers = {("D1", "40002"): ["IISc_RESPIN_hi_D1_40002_251001_M_AGRI_402372_40000001",
+                                  "IISc_RESPIN_hi_D1_40002_251001_M_BANK_401495_40000002"],
+                ("D2", "40107"): ["IISc_RESPIN_hi_D2_40107_NA_F_AGRI_400729_40000003"]}
+    for (dialect, spk), utts in speakers.items():
+        folder = root / dialect / spk
+        folder.mkdir(parents=True)
+        for u in utts:
+            (folder / f"{u}.wav").write_bytes(b"")
+        lines = "\n".join(f"{u}\tवाक्य {i}" for i, u in enumerate(utts))
+        (folder / f"IISc_RESPIN_hi_{dialect}_{spk}.txt").write_text(
+            lines + ("" if dialect == "D1" else "\n"), encoding="utf-8")
+    (root / "meta_train_hi_small.json").write_text("{}", encoding="utf-8")
+    return root
+
+
+# card -> (build the published layout, where the commands run, the recipe path relative to it)
+CASES = {
+    "openslr63": (openslr_archive, "transcripts.tsv"),
+    "openslr_google_indic": (openslr_archive, "transcripts.tsv"),
+    "fleurs": (fleurs_config, "lrasr_train.tsv"),
+    "mucs2021": (mucs_split, "."),
+    "respin": (respin_set, "."),
+}
+
+
+def test_every_card_with_commands_is_exercised():
+    with_commands = {c.name for c in list_cards() if any(l.strip().startswith("$ ")
+                                                          for l in c.ingest.convert.splitlines())}
+    assert with_commands == set(CASES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_convert_commands_give_what_the_layout_and_format_expect(name, tmp_path):
+    build, target = CASES[name]
+    folder = build(tmp_path / "corpus")
+    path = (folder / target).resolve()
+    card = load_card(name)
+    if card.layout.path_is == "dir":  # before converting, the check names what the convert step writes
+        why = layout_mismatch(card, path)
+        assert why is not None and "wav.scp" in why and "text" in why
+    run_commands(name, folder)
+    assert layout_mismatch(card, path) is None
+    items = read(name, path)
+    if name.startswith("openslr"):
+        assert {i: it.text for i, it in items.items()} == {"mlf_00053_00012345": "ഒന്ന് രണ്ട്",
+                                                          "mlf_00053_00067890": "മൂന്ന്"}
+    elif name == "fleurs":
+        assert sorted(it.text for it in items.values()) == ["raw text one", "raw text two"]
+        assert sorted(Path(it.audio).name for it in items.values()) == ["10433.wav", "10434.wav"]
+    elif name == "mucs2021":
+        assert items["0001_002"].text == "ଦ୍ୱିତୀୟ ବାକ୍ୟ"
+        assert Path(items["0001_002"].audio).name == "0001_002.wav"
+    elif name == "respin":
+        assert len(items) == 3
+        assert items["IISc_RESPIN_hi_D1_40002_251001_M_BANK_401495_40000002"].text == "वाक्य 1"
+        assert items["IISc_RESPIN_hi_D2_40107_NA_F_AGRI_400729_40000003"].speaker == "40107"
+        assert items["IISc_RESPIN_hi_D1_40002_251001_M_AGRI_402372_40000001"].speaker == "40002"
+
+
+def test_layout_check_rejects_the_unconverted_file_cards(tmp_path):
+    """A path to the raw index (or to nothing) is refused with the card's description, not read wrongly."""
+    folder = openslr_archive(tmp_path / "ml_in_female")
+    assert "expected a file" in layout_mismatch(load_card("openslr63"), folder)
+    (tmp_path / "stray").mkdir()
+    (tmp_path / "stray" / "transcripts.tsv").write_text("path\ttext\n")
+    why = layout_mismatch(load_card("openslr63"), tmp_path / "stray" / "transcripts.tsv")
+    assert "line_index.tsv" in why and "*.wav" in why
+    why = layout_mismatch(load_card("fleurs"), tmp_path / "stray" / "transcripts.tsv")
+    assert "*/*.wav" in why
