@@ -11,7 +11,7 @@ from lrasr.cli import app
 from lrasr.corpora import card_names, layout_mismatch, list_cards, load_card
 from lrasr.errors import LrasrError
 
-EXPECTED = {"commonvoice", "fleurs", "indicvoices", "kathbath", "shrutilipi", "mucs2021", "openslr63",
+EXPECTED = {"commonvoice", "fleurs", "indicvoices", "kathbath", "shrutilipi", "mucs2021", "openslr63", "openslr53",
             "openslr_google_indic", "smc_msc", "respin"}
 
 
