@@ -176,3 +176,20 @@ def test_broken_shards_are_one_clear_error(tmp_path, speech):
         read_parquet(LabeledCorpus(format="parquet", path=bad), RejectLog(), tmp_path / "a")
     with pytest.raises(LrasrError, match="no parquet files match"):
         read_parquet(LabeledCorpus(format="parquet", path=tmp_path, pattern="none-*.parquet"), RejectLog(), tmp_path / "a")
+
+
+def test_labeled_audio_flac_links_the_row_flacs_instead_of_copying(tmp_path, speech):
+    shard = write_shard(tmp_path / "train.parquet", [
+        {"audio": {"bytes": speech[i][1], "path": f"f{i}.flac"}, "text": TEXTS[i], "speaker": f"s{i}"} for i in range(2)])
+    rec = make_recipe(tmp_path, {"format": "parquet", "path": str(shard), "text_column": "sentence",
+                                 "speaker_column": "client_id"}, labeled_audio="flac", split={"dev": 0.0, "test": 0.0})
+    run_prepare(rec)
+    prep = rec.workdir / "prepare"
+    train = read_manifest(prep / "train" / "manifest.tsv")
+    assert sorted(train["id"]) == ["f0", "f1"]
+    for audio in train["audio"]:
+        used = (prep / "train" / audio).resolve()
+        assert used.parent == (prep / "labeled_audio").resolve()  # the name `flac` mode gives it
+        assert used.stat().st_nlink == 2  # ... and the same file as the row's FLAC under parquet/
+    rows = sorted((prep / "labeled_audio" / "parquet").rglob("*.flac"))
+    assert {p.stat().st_ino for p in rows} == {(prep / "train" / a).resolve().stat().st_ino for a in train["audio"]}

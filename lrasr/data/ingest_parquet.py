@@ -4,8 +4,9 @@ library's Audio feature) or plain bytes, beside text/speaker/... columns.
 
 Inline audio cannot be referenced in place, so every kept row is decoded (soundfile, else
 torchcodec), resampled to 16 kHz mono and written as FLAC under ``<audio_dir>/parquet/<shard>/``
-at ingest, whatever ``prepare.labeled_audio`` says: with ``reference`` the manifests point at these
-FLACs, with ``flac`` they are re-written once more like any other source. Rows are read one row
+at ingest, whatever ``prepare.labeled_audio`` says (``reference`` is no error: there is nothing else
+to refer to): with ``reference`` the manifests point at these FLACs; with ``flac`` at hard links to
+them under the names that mode uses (``_link_flac_outputs``), so no row is stored twice. Rows are read one row
 group at a time, in batches of ``BATCH_ROWS``, so a multi-GB shard never sits in memory; the audio
 column is read only for row groups that still have a FLAC to write, so a re-run reuses the FLACs
 (each has a sidecar recording the shard's identity and row, as ``ingest_audio`` does) without
@@ -22,17 +23,19 @@ some shard names a dev or test split (a corpus of train shards alone is split by
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from lrasr.audio.decode import SAMPLE_RATE, AudioError, load_bytes, save_flac
+from lrasr.audio.decode import SAMPLE_RATE, AudioError, load_bytes, probe, save_flac
 from lrasr.data.ingest import Item, normalize_gender
-from lrasr.data.ingest_audio import reusable_flac, sidecar_path, source_key
+from lrasr.data.ingest_audio import flac_name, reusable_flac, sidecar_path, source_key
 from lrasr.data.manifest import RejectLog
 from lrasr.errors import LrasrError
-from lrasr.io import write_json_atomic
+from lrasr.io import atomic_path, write_json_atomic
+from lrasr.report import err_console, progress
 from lrasr.recipe import PARQUET_AUDIO_COLUMN, LabeledCorpus
 
 BATCH_ROWS = 32  # rows of audio held at once (tens of MB for long utterances)
@@ -136,21 +139,53 @@ def read_parquet(corpus: LabeledCorpus, rejects: RejectLog, audio_dir: Path | No
     use_file_splits = any(v in ("dev", "test") for v in splits.values())
     items: list[Item] = []
     derived: list[bool] = []
-    for shard in shards:
-        try:
-            pf = pq.ParquetFile(shard)
-        except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for a file that is not parquet
-            raise LrasrError(f"not a readable parquet file ({str(exc).splitlines()[0][:200]})", shard) from None
-        found, ids_derived = _read_shard(pf, shard, corpus, rejects, _shard_dir(audio_dir, shard), stats,
-                                         splits.get(shard) if use_file_splits else None, root)
-        items.extend(found)
-        derived.extend(ids_derived)
+    total = sum(_open(pq, s).metadata.num_rows for s in shards)
+    with progress() as bar:
+        task = bar.add_task("parquet rows", total=total, info="")
+        for shard in shards:
+            bar.update(task, info=shard.name)
+            found, ids_derived = _read_shard(_open(pq, shard), shard, corpus, rejects, _shard_dir(audio_dir, shard),
+                                             stats, splits.get(shard) if use_file_splits else None, root,
+                                             lambda n: bar.advance(task, n))
+            items.extend(found)
+            derived.extend(ids_derived)
     _unique_derived_ids(items, derived)
+    _link_flac_outputs(items, audio_dir)
+    err_console.print(f"parquet {corpus.path}: {total} rows; {stats.decoded} decoded to FLAC, {stats.reused} "
+                      f"reused from an earlier run, {total - len(items)} rejected")
     return items
 
 
+def _open(pq: Any, shard: Path) -> Any:
+    try:
+        return pq.ParquetFile(shard)
+    except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for a file that is not parquet
+        raise LrasrError(f"not a readable parquet file ({str(exc).splitlines()[0][:200]})", shard) from None
+
+
+def _link_flac_outputs(items: list[Item], audio_dir: Path) -> None:
+    """Give each row's FLAC the name ``prepare.labeled_audio: flac`` would write it under
+    (``audio_dir/<flac_name>``) as a hard link, with the sidecar ``ingest_audio`` checks, so that mode
+    reuses it instead of storing every row twice. (With ``reference`` the links are unused names of
+    the same files, no extra bytes.) Where hard links are not supported, that mode makes its copy."""
+    for it in items:
+        out = audio_dir / flac_name(it.id, it.audio, None, None)
+        if reusable_flac(out, source_key(it.audio, None, None)) is not None:
+            continue
+        try:
+            with atomic_path(out, suffix=".flac") as tmp:
+                tmp.unlink()
+                os.link(it.audio, tmp)
+        except OSError:
+            return
+        # after linking: a new link changes the file's change time, which the key records
+        write_json_atomic(sidecar_path(out), {"source": source_key(it.audio, None, None),
+                                              "samples": probe(it.audio).num_frames})
+
+
 def _read_shard(pf: Any, shard: Path, corpus: LabeledCorpus, rejects: RejectLog, out_dir: Path,
-                stats: ReadStats, shard_split: str | None, root: Path) -> tuple[list[Item], list[bool]]:
+                stats: ReadStats, shard_split: str | None, root: Path,
+                advance: Callable[[int], Any]) -> tuple[list[Item], list[bool]]:
     cols = _columns(corpus, shard, pf.schema_arrow.names)
     kind = _audio_kind(pf, cols["audio"], shard)
     meta_cols = [c for role, c in cols.items() if c and role != "audio"]
@@ -190,6 +225,7 @@ def _read_shard(pf: Any, shard: Path, corpus: LabeledCorpus, rejects: RejectLog,
             items.append(found[k][0])
             derived.append(found[k][1])
         first_row += rows
+        advance(rows)
     return items, derived
 
 
