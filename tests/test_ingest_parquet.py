@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
 from pathlib import Path
 
 import pyarrow as pa
@@ -193,3 +195,20 @@ def test_labeled_audio_flac_links_the_row_flacs_instead_of_copying(tmp_path, spe
         assert used.stat().st_nlink == 2  # ... and the same file as the row's FLAC under parquet/
     rows = sorted((prep / "labeled_audio" / "parquet").rglob("*.flac"))
     assert {p.stat().st_ino for p in rows} == {(prep / "train" / a).resolve().stat().st_ino for a in train["audio"]}
+
+
+def test_formats_soundfile_cannot_read_go_through_ffmpeg(tmp_path, speech):
+    """m4a/AAC bytes (libsndfile does not read them) decode through the torchcodec fallback."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed")
+    wav = tmp_path / "x.wav"
+    wav.write_bytes(speech[0][0])
+    m4a = tmp_path / "x.m4a"
+    subprocess.run(["ffmpeg", "-loglevel", "error", "-y", "-i", str(wav), str(m4a)], check=True)
+    shard = write_shard(tmp_path / "train.parquet", [{"audio": {"bytes": m4a.read_bytes(), "path": "x.m4a"},
+                                                      "text": TEXTS[0], "speaker": "s"}])
+    rejects = RejectLog()
+    items = read_parquet(LabeledCorpus(format="parquet", path=shard, text_column="sentence"), rejects, tmp_path / "a")
+    assert not rejects.rows and len(items) == 1
+    info = sf.info(str(items[0].audio))
+    assert info.samplerate == 16000 and abs(info.duration - speech[0][2]) < 0.1  # AAC adds encoder padding
