@@ -114,9 +114,10 @@ def shorten_path_ids(items: list[Item], derived: list[bool]) -> None:
                 it.id = Path(it.id).name
 
 
-def ingest_corpus(corpus: LabeledCorpus, audio_dir: Path | None = None) -> tuple[list[Item], RejectLog]:
+def ingest_corpus(corpus: LabeledCorpus, audio_dir: Path | None = None, jobs: int = 1) -> tuple[list[Item], RejectLog]:
     """Read one labeled corpus of any supported format. Raises ``LrasrError`` for a broken index file.
-    ``audio_dir``: where formats whose audio is not in files of its own (parquet) write it as FLAC."""
+    ``audio_dir``: where formats whose audio is not in files of its own (parquet) write it as FLAC,
+    decoding with ``jobs`` processes."""
     from lrasr.data import ingest_formats as formats
 
     readers = {
@@ -130,7 +131,7 @@ def ingest_corpus(corpus: LabeledCorpus, audio_dir: Path | None = None) -> tuple
     if corpus.format == "parquet":
         from lrasr.data.ingest_parquet import read_parquet
 
-        items = read_parquet(corpus, rejects, audio_dir)
+        items = read_parquet(corpus, rejects, audio_dir, jobs=jobs)
     else:
         items = readers[corpus.format](corpus, rejects)
     split = corpus.assign_split or corpus_defined_split(corpus)

@@ -27,7 +27,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from multiprocessing import get_context
+from typing import Any, Callable, Iterator
 
 from lrasr.audio.decode import SAMPLE_RATE, AudioError, load_bytes, probe, save_flac
 from lrasr.data.ingest import Item, normalize_gender
@@ -39,6 +42,7 @@ from lrasr.report import err_console, progress
 from lrasr.recipe import PARQUET_AUDIO_COLUMN, LabeledCorpus
 
 BATCH_ROWS = 32  # rows of audio held at once (tens of MB for long utterances)
+POOL_MIN_ROWS = 1000  # about 20 s of decoding at ~20 ms a row: less does not pay for starting workers
 SPLIT_NAMES = {"train": "train", "training": "train", "validation": "dev", "valid": "dev", "dev": "dev",
                "test": "test"}
 
@@ -124,8 +128,9 @@ def _audio_kind(pf: Any, column: str, shard: Path) -> str:
 
 
 def read_parquet(corpus: LabeledCorpus, rejects: RejectLog, audio_dir: Path | None,
-                 stats: ReadStats | None = None) -> list[Item]:
-    """Items of every row of every shard, their audio written as 16 kHz FLAC under ``audio_dir``."""
+                 stats: ReadStats | None = None, jobs: int = 1) -> list[Item]:
+    """Items of every row of every shard, their audio written as 16 kHz FLAC under ``audio_dir``
+    (decoded by ``jobs`` processes when there is enough of it)."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -140,13 +145,13 @@ def read_parquet(corpus: LabeledCorpus, rejects: RejectLog, audio_dir: Path | No
     items: list[Item] = []
     derived: list[bool] = []
     total = sum(_open(pq, s).metadata.num_rows for s in shards)
-    with progress() as bar:
+    with progress() as bar, _decoder(jobs, total) as decode:
         task = bar.add_task("parquet rows", total=total, info="")
         for shard in shards:
             bar.update(task, info=shard.name)
             found, ids_derived = _read_shard(_open(pq, shard), shard, corpus, rejects, _shard_dir(audio_dir, shard),
                                              stats, splits.get(shard) if use_file_splits else None, root,
-                                             lambda n: bar.advance(task, n))
+                                             lambda n: bar.advance(task, n), decode)
             items.extend(found)
             derived.extend(ids_derived)
     _unique_derived_ids(items, derived)
@@ -185,7 +190,7 @@ def _link_flac_outputs(items: list[Item], audio_dir: Path) -> None:
 
 def _read_shard(pf: Any, shard: Path, corpus: LabeledCorpus, rejects: RejectLog, out_dir: Path,
                 stats: ReadStats, shard_split: str | None, root: Path,
-                advance: Callable[[int], Any]) -> tuple[list[Item], list[bool]]:
+                advance: Callable[[int], Any], decode: Decode) -> tuple[list[Item], list[bool]]:
     cols = _columns(corpus, shard, pf.schema_arrow.names)
     kind = _audio_kind(pf, cols["audio"], shard)
     meta_cols = [c for role, c in cols.items() if c and role != "audio"]
@@ -219,7 +224,8 @@ def _read_shard(pf: Any, shard: Path, corpus: LabeledCorpus, rejects: RejectLog,
             else:
                 stats.reused += 1
         if pending:
-            for k in _write_pending(pf, group, cols["audio"], kind, pending, shard, first_row, rejects, stats):
+            rejected = _write_pending(pf, group, cols["audio"], kind, pending, shard, first_row, rejects, stats, decode)
+            for k in rejected:
                 del found[k]
         for k in sorted(found):
             items.append(found[k][0])
@@ -270,7 +276,7 @@ def _row_item(meta: dict[str, list], k: int, index: int, cols: dict[str, str | N
 
 
 def _write_pending(pf: Any, group: int, audio_col: str, kind: str, pending: dict[int, tuple[Item, Path, dict]],
-                   shard: Path, first_row: int, rejects: RejectLog, stats: ReadStats) -> list[int]:
+                   shard: Path, first_row: int, rejects: RejectLog, stats: ReadStats, decode: Decode) -> list[int]:
     """Read this row group's audio in batches; decode and write the rows still without a FLAC.
     Returns the offsets of the rows rejected."""
     failed: list[int] = []
@@ -279,6 +285,7 @@ def _write_pending(pf: Any, group: int, audio_col: str, kind: str, pending: dict
         stats.audio_batches += 1
         stats.max_batch_rows = max(stats.max_batch_rows, batch.num_rows)
         column = batch.column(0)
+        tasks, rows = [], []
         for j in range(batch.num_rows):
             k = offset + j
             if k not in pending:
@@ -293,29 +300,48 @@ def _write_pending(pf: Any, group: int, audio_col: str, kind: str, pending: dict
                                else ""), line=index + 1, id=item.id)
                 failed.append(k)
                 continue
-            try:
-                wave = load_bytes(data, SAMPLE_RATE, name=f"{shard} row {index}")
-            except AudioError as exc:
-                rejects.add(shard, f"undecodable audio: row index {index}: {exc.reason}", line=index + 1, id=item.id)
+            tasks.append((data, f"{shard} row {index}", str(flac), key))
+            rows.append((k, index, item))
+        for (k, index, item), (samples, why) in zip(rows, decode(tasks)):
+            if samples:
+                stats.decoded += 1
+            else:
+                rejects.add(shard, f"undecodable audio: row index {index}: {why}", line=index + 1, id=item.id)
                 failed.append(k)
-                continue
-            except Exception as exc:  # noqa: BLE001  a library bug on one row must not stop the others
-                rejects.add(shard, f"undecodable audio: row index {index}: {type(exc).__name__}: {exc}"[:300],
-                            line=index + 1, id=item.id)
-                failed.append(k)
-                continue
-            if wave.size == 0:
-                rejects.add(shard, f"undecodable audio: row index {index}: decoded to no samples", line=index + 1,
-                            id=item.id)
-                failed.append(k)
-                continue
-            flac.parent.mkdir(parents=True, exist_ok=True)
-            save_flac(flac, wave, SAMPLE_RATE)
-            # after the FLAC: a run killed in between leaves no sidecar, so the row is decoded again
-            write_json_atomic(sidecar_path(flac), {"source": key, "samples": int(wave.size)})
-            stats.decoded += 1
         offset += batch.num_rows
     return failed
+
+
+Decode = Callable[[list[tuple]], list[tuple[int, str]]]
+
+
+def decode_row(task: tuple[bytes, str, str, dict]) -> tuple[int, str]:
+    """(encoded bytes, name for errors, FLAC path, source key) -> (samples written, "") or (0, why not).
+    Top-level so a process pool can run it."""
+    data, name, flac, key = task
+    try:
+        wave = load_bytes(data, SAMPLE_RATE, name=name)
+    except AudioError as exc:
+        return 0, exc.reason
+    except Exception as exc:  # noqa: BLE001  a library bug on one row must not stop the others
+        return 0, f"{type(exc).__name__}: {exc}"[:250]
+    if wave.size == 0:
+        return 0, "decoded to no samples"
+    save_flac(flac, wave, SAMPLE_RATE)
+    # after the FLAC: a run killed in between leaves no sidecar, so the row is decoded again
+    write_json_atomic(sidecar_path(Path(flac)), {"source": key, "samples": int(wave.size)})
+    return int(wave.size), ""
+
+
+@contextmanager
+def _decoder(jobs: int, rows: int) -> Iterator[Decode]:
+    """Decode batches here, or with ``jobs > 1`` and enough rows in a pool of spawned processes (each
+    pays seconds importing torch, so small corpora stay serial; spawned, not forked, as in ingest_audio)."""
+    if jobs <= 1 or rows < POOL_MIN_ROWS:
+        yield lambda tasks: [decode_row(t) for t in tasks]
+        return
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        yield lambda tasks: list(pool.map(decode_row, tasks))
 
 
 def _unique_derived_ids(items: list[Item], derived: list[bool]) -> None:

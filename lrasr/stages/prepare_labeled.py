@@ -134,7 +134,7 @@ def prepare_labeled(recipe, jobs: int = 1) -> tuple[dict[str, Any], RejectLog]:
     rejects = RejectLog()
     items: list[Item] = []
     for corpus in recipe.corpora.labeled:
-        found, bad = ingest_corpus(corpus, audio_dir=out / "labeled_audio")  # parquet rows are written there
+        found, bad = ingest_corpus(corpus, audio_dir=out / "labeled_audio", jobs=max(1, int(jobs or 1)))  # parquet
         items.extend(found)
         rejects.rows.extend(bad.rows)
     input_rows = len(items) + len(rejects)
