@@ -203,6 +203,7 @@ def _read_shard(pf: Any, shard: Path, corpus: LabeledCorpus, rejects: RejectLog,
     items: list[Item] = []
     derived: list[bool] = []
     first_row = 0
+    shard_key = source_key(shard, None, None)  # a FLAC is reused only while the shard is the same file
     for group in range(pf.num_row_groups):
         meta = pf.read_row_group(group, columns=sorted(set(meta_cols))).to_pydict()
         stats.row_groups += 1
@@ -215,7 +216,7 @@ def _read_shard(pf: Any, shard: Path, corpus: LabeledCorpus, rejects: RejectLog,
             if item is None:
                 continue
             flac = out_dir / f"{index:08d}.flac"
-            key = {**source_key(shard, None, None), "row": index}
+            key = {**shard_key, "row": index}
             seconds = reusable_flac(flac, key)
             item.audio = flac
             found[k] = (item, is_derived)
