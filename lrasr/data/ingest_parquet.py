@@ -7,8 +7,12 @@ torchcodec), resampled to 16 kHz mono and written as FLAC under ``<audio_dir>/pa
 at ingest, whatever ``prepare.labeled_audio`` says (``reference`` is no error: there is nothing else
 to refer to): with ``reference`` the manifests point at these FLACs; with ``flac`` at hard links to
 them under the names that mode uses (``_link_flac_outputs``), so no row is stored twice. Rows are read one row
-group at a time, in batches of ``BATCH_ROWS``, so a multi-GB shard never sits in memory; the audio
-column is read only for row groups that still have a FLAC to write, so a re-run reuses the FLACs
+group at a time (the datasets library writes audio shards in row groups of 100 rows: its
+PARQUET_ROW_GROUP_SIZE_FOR_AUDIO_DATASETS), so a multi-GB
+shard never sits in memory: measured with pyarrow 25, reading a row group's audio in batches of
+``BATCH_ROWS`` peaks at about twice that row group's bytes (pyarrow reads a column chunk whole), so
+the bound is the row group, not the batch. The audio column is read only for row groups that still
+have a FLAC to write, so a re-run reuses the FLACs
 (each has a sidecar recording the shard's identity and row, as ``ingest_audio`` does) without
 reading the audio again.
 
