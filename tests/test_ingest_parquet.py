@@ -141,6 +141,12 @@ def test_rows_are_read_one_row_group_and_batch_at_a_time(tmp_path, speech, monke
             for i in range(10)]
     shard = write_shard(tmp_path / "validation-00000-of-00001.parquet", rows, row_group_size=3)
     assert pq.ParquetFile(shard).num_row_groups == 4
+
+    def whole_file(*args, **kwargs):
+        raise AssertionError("the whole file was read at once")
+
+    monkeypatch.setattr(pq, "read_table", whole_file)
+    monkeypatch.setattr(pq.ParquetFile, "read", whole_file)
     stats = ReadStats()
     items = read_parquet(LabeledCorpus(format="parquet", path=shard, text_column="sentence"), RejectLog(),
                          tmp_path / "audio", stats)
