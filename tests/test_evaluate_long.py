@@ -101,3 +101,26 @@ def test_unreadable_row_is_counted_and_left_out(tmp_path):
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text(encoding="utf-8"))
     assert len(summary["unreadable"]) == 1 and summary["unreadable"][0].startswith("bad: ")
     assert "bad.wav" in summary["unreadable"][0]
+
+
+def test_cli_passes_chunk_seconds(tmp_path, monkeypatch):
+    """`lrasr evaluate --chunk-seconds N` reaches evaluate_model (and is left to the default without it)."""
+    from typer.testing import CliRunner
+
+    import lrasr.evaluate
+    from lrasr.cli.app import app
+
+    seen: list[dict] = []
+
+    class Report:
+        utterances, wer, cer, substitutions, deletions, insertions, confusions = 1, 0.0, 0.0, 0, 0, 0, []
+
+    def fake_evaluate_model(model, manifest, out, **kwargs):
+        seen.append(kwargs)
+        return Report()
+
+    monkeypatch.setattr(lrasr.evaluate, "evaluate_model", fake_evaluate_model)
+    for extra, expected in ((["--chunk-seconds", "7"], 7.0), ([], None)):
+        result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "m.tsv"), "--model", str(tmp_path), *extra])
+        assert result.exit_code == 0, result.output
+        assert seen[-1].get("chunk_seconds") == expected

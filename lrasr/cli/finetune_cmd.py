@@ -44,13 +44,17 @@ def evaluate(
                                        help="Report folder (default: eval/<manifest folder> beside the model)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: auto)."),
     language: Optional[str] = typer.Option(None, help="Language for text normalization (default: the model's)."),
+    chunk_seconds: Optional[float] = typer.Option(
+        None, "--chunk-seconds", min=1.0,
+        help="Rows longer than this are cut at VAD silences into chunks this long (default: decode.chunk_seconds)."),
 ) -> None:
     """Greedy WER/CER of a model on a manifest: per-utterance and per-speaker TSVs, character confusions."""
     from lrasr.evaluate import evaluate_model
     from lrasr.report import console, summary_table
 
     out = out or model.resolve().parent / "eval" / manifest.resolve().parent.name
-    report = evaluate_model(model, manifest, out, device=device, language=language)
+    extra = {"chunk_seconds": chunk_seconds} if chunk_seconds is not None else {}
+    report = evaluate_model(model, manifest, out, device=device, language=language, **extra)
     rows = [("utterances", report.utterances), ("WER %", 100 * report.wer), ("CER %", 100 * report.cer),
             ("substitutions / deletions / insertions",
              f"{report.substitutions} / {report.deletions} / {report.insertions}"),
