@@ -28,7 +28,7 @@ class _Strict(BaseModel):
 class Ingest(_Strict):
     """How lrasr reads the corpus: a recipe corpus entry's ``format`` and the options it usually needs."""
 
-    format: Literal["tsv", "csv", "kaldi", "commonvoice", "fairseq", "nemo", "folder", "unlabeled", "text"]
+    format: Literal["tsv", "csv", "kaldi", "commonvoice", "fairseq", "nemo", "folder", "parquet", "unlabeled", "text"]
     options: dict[str, Any] = Field(default_factory=dict)
     # steps that turn the distributed files into what ``format`` reads; empty when it reads them as is
     convert: str = ""

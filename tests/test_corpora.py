@@ -73,3 +73,43 @@ def test_cli_list_and_show():
         assert text in res.output
     res = cli.invoke(app, ["corpora", "show", "nope"])
     assert res.exit_code == 2 and "no corpus card named 'nope'" in res.output
+
+
+def _kathbath_recipe(path: Path, fmt: str):
+    from lrasr.recipe import Recipe
+
+    return Recipe.model_validate({"name": "t", "language": "hi", "workdir": str(path / "work"),
+                                  "corpora": {"labeled": [{"card": "kathbath", "format": fmt, "path": str(path),
+                                                           "audio_column": "audio_filepath"}]}})
+
+
+def test_parquet_cards_take_parquet_recipe_entries(tmp_path):
+    from lrasr.corpora import card_problems
+
+    assert {c.name for c in list_cards() if c.ingest.format == "parquet"} >= {"kathbath", "indicvoices", "shrutilipi"}
+    folder = tmp_path / "hindi"
+    folder.mkdir()
+    # a parquet entry against the parquet card: the format agrees; the folder lacks shards, which the layout names
+    problems = card_problems(_kathbath_recipe(folder, "parquet"))
+    assert len(problems) == 1 and "corpora.labeled[0].path" in problems[0] and "train-*.parquet" in problems[0]
+    (folder / "train-00000-of-00002.parquet").write_bytes(b"PAR1")
+    problems = card_problems(_kathbath_recipe(folder, "parquet"))
+    assert len(problems) == 1 and "valid-*.parquet" in problems[0] and "train-*" not in problems[0]
+    (folder / "valid-00000-of-00001.parquet").write_bytes(b"PAR1")
+    assert card_problems(_kathbath_recipe(folder, "parquet")) == []
+    # the old export route (tsv) is now a format mismatch, even without path checks
+    problems = card_problems(_kathbath_recipe(folder, "tsv"), check_layout=False)
+    assert problems == ["corpora.labeled[0].format: 'tsv', but card 'kathbath' is read with format 'parquet'"]
+    # the top folder of the release (all languages) is not a language folder
+    assert "train-*.parquet" in layout_mismatch(load_card("kathbath"), tmp_path)
+
+
+def test_card_schema_accepts_parquet_and_rejects_unknown_formats(tmp_path, monkeypatch):
+    monkeypatch.setenv("LRASR_CARDS", str(tmp_path))
+    base = ("name: {n}\ntitle: X\nurl: http://x\nlicence: l\nsize: s\nlanguages: [hi]\n"
+            "ingest: {{format: {f}}}\nlayout: {{required: ['train-*.parquet']}}\n")
+    (tmp_path / "p.yaml").write_text(base.format(n="p", f="parquet"))
+    assert load_card("p").ingest.format == "parquet"
+    (tmp_path / "q.yaml").write_text(base.format(n="q", f="arrow"))
+    with pytest.raises(LrasrError, match=r"q\.yaml: ingest\.format"):
+        load_card("q")
