@@ -171,3 +171,74 @@ def test_layout_check_rejects_the_unconverted_file_cards(tmp_path):
     assert "line_index.tsv" in why and "*.wav" in why
     why = layout_mismatch(load_card("fleurs"), tmp_path / "stray" / "transcripts.tsv")
     assert "*/*.wav" in why
+
+
+# ------------------------------------------------------------------------------ parquet releases
+# card -> (language folder, {shard file name: [(text, speaker)]}, audio as "struct" or "binary", speaker column)
+# Shard names follow the Hugging Face listings named on the cards; the audio column holds real (espeak) audio because
+# the parquet format decodes every row. Shrutilipi's audio_filepath is "bytes" per third-party code, so its
+# miniature uses a plain binary column (lrasr reads both kinds).
+PARQUET_CASES = {
+    "kathbath": ("hindi", {"train-00000-of-00002.parquet": [("नमस्ते दुनिया", "k1")],
+                           "train-00001-of-00002.parquet": [("एक दो तीन", "k2")],
+                           "valid-00000-of-00001.parquet": [("सुप्रभात", "k3")]}, "struct", None),
+    "indicvoices": ("gujarati", {"train-00000-of-00001.parquet": [("નમસ્તે", "iv1"), ("એક બે", "iv2")],
+                                 "valid-00000-of-00001.parquet": [("ત્રણ", "iv3")]}, "struct", "speaker_id"),
+    "shrutilipi": ("kannada", {"train-00000-of-00041.parquet": [("ನಮಸ್ಕಾರ", None), ("ಒಂದು ಎರಡು", None)],
+                               "train-00001-of-00041.parquet": [("ಮೂರು", None)]}, "binary", None),
+}
+
+
+def parquet_release(root: Path, name: str) -> Path:
+    """<root>/<language>/ with the card's shards; columns named as the card's options say."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from conftest import espeak
+
+    language, shards, kind, speaker_col = PARQUET_CASES[name]
+    options = load_card(name).ingest.options
+    folder = root / language
+    folder.mkdir(parents=True)
+    (root / "README.md").write_text("top of the release: one folder per language\n")
+    n = 0
+    for shard, rows in shards.items():
+        clips = []
+        for text, _ in rows:
+            wav = espeak("one two", root / f"clip{n}.wav", voice="en", speed=260)
+            clips.append(wav.read_bytes())
+            wav.unlink()
+            n += 1
+        if kind == "struct":
+            audio = pa.array([{"bytes": b, "path": f"{i}.wav"} for i, b in enumerate(clips)],
+                             type=pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+        else:
+            audio = pa.array(clips, type=pa.binary())
+        columns = {options["audio_column"]: audio, options["text_column"]: pa.array([t for t, _ in rows])}
+        if speaker_col:
+            columns[speaker_col] = pa.array([s for _, s in rows])
+        pq.write_table(pa.table(columns), folder / shard)
+    return folder
+
+
+@pytest.mark.parametrize("name", sorted(PARQUET_CASES))
+def test_parquet_cards_read_a_language_folder_of_the_release(name, tmp_path):
+    card = load_card(name)
+    assert card.ingest.format == "parquet" and not commands(name), "the hub release is read as is"
+    folder = parquet_release(tmp_path / "release", name)
+    assert layout_mismatch(card, folder) is None
+    # the release's top folder (all languages) is refused, naming the shards a language folder holds
+    assert "train-*.parquet" in layout_mismatch(card, folder.parent)
+    corpus = LabeledCorpus(format="parquet", path=folder, card=name, **card.ingest.options)
+    items, rejects = ingest_corpus(corpus, audio_dir=tmp_path / "audio")
+    assert len(rejects) == 0, rejects.rows
+    _, shards, _, speaker_col = PARQUET_CASES[name]
+    expected = {text: ("dev" if shard.startswith("valid-") else "train", speaker)
+                for shard, rows in shards.items() for text, speaker in rows}
+    got = {it.text: (it.split, it.speaker) for it in items}
+    if name == "shrutilipi":  # train shards only: nothing is pre-assigned, the ratio split places every row
+        expected = {t: (None, None) for t in expected}
+    elif not speaker_col:  # Kathbath: no verified speaker column on the card, so none is read
+        expected = {t: (split, None) for t, (split, _) in expected.items()}
+    assert got == expected
+    assert all(Path(it.audio).is_file() and Path(it.audio).suffix == ".flac" for it in items)
