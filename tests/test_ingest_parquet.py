@@ -243,3 +243,22 @@ def test_decoding_in_worker_processes_gives_the_same_rows_and_rejects(tmp_path, 
     assert pools == [2]  # jobs=1 decoded here, jobs=2 in two worker processes
     assert results[1] == results[2]
     assert results[2][3] == 5 and len(results[2][2]) == 3
+
+
+def test_two_releases_with_the_same_shard_names_keep_all_rows(tmp_path, speech):
+    """Rows without usable names get ids from corpus + shard + row, so two corpora whose shards are both
+    called train-00000-of-00001.parquet (Kathbath and Shrutilipi, say) do not collide."""
+    from lrasr.stages.prepare import run_prepare
+
+    for name, first in (("kathbath_hi", 0), ("shrutilipi_hi", 3)):
+        write_shard(tmp_path / name / "hindi" / "train-00000-of-00001.parquet",
+                    [{"audio": {"bytes": speech[first + i][0], "path": "audio.wav"}, "text": TEXTS[first + i],
+                      "speaker": f"{name}{i}"} for i in range(3)])
+    corpora = [{"format": "parquet", "path": str(tmp_path / name / "hindi"), "text_column": "sentence",
+                "speaker_column": "client_id"} for name in ("kathbath_hi", "shrutilipi_hi")]
+    recipe = Recipe.model_validate({"name": "pq", "language": "en", "workdir": str(tmp_path / "work"),
+                                    "corpora": {"labeled": corpora},
+                                    "prepare": {"split": {"dev": 0.0, "test": 0.0}}})
+    run_prepare(recipe)
+    kept = read_manifest(tmp_path / "work" / "prepare" / "train" / "manifest.tsv")
+    assert len(kept) == 6 and kept["id"].is_unique

@@ -204,6 +204,11 @@ def _read_shard(pf: Any, shard: Path, corpus: LabeledCorpus, rejects: RejectLog,
         rel = shard.relative_to(root).with_suffix("").as_posix()
     except ValueError:
         rel = shard.stem
+    # ids made from shard names get the corpus folder in front (its name and a short hash of its path):
+    # two releases (Kathbath's and Shrutilipi's hindi/, say) both have a train-00000-of-00012.parquet,
+    # and equal ids would reject the second corpus's rows as duplicates
+    folder = hashlib.sha1(str(root.resolve()).encode("utf-8")).hexdigest()[:6]
+    rel = f"{root.name}-{folder}/{rel}"
     items: list[Item] = []
     derived: list[bool] = []
     first_row = 0
