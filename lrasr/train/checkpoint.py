@@ -176,6 +176,30 @@ class Counters:
     def state(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
+    def count_skipped(self, kind: str, limit: int) -> str | None:
+        """Count an update that was not applied; the error message once ``limit`` came in a row, else None.
+
+        ``kind`` "overflow" (fp16) and "empty" (no sample anywhere) do not mean divergence; anything else
+        is a NaN/inf loss or gradient.
+        """
+        if kind in ("overflow", "empty"):
+            self.unapplied_total += 1
+            self.unapplied_in_row += 1
+            if self.unapplied_in_row < limit:
+                return None
+            cause = ("fp16 gradients overflowed: use bf16 or fp32" if kind == "overflow" else
+                     "no sample in the whole update, e.g. no masked frame: check the audio lengths and masking "
+                     "settings")
+            return f"{self.unapplied_in_row} updates in a row were not applied (last: {cause}; update {self.step})"
+        self.nonfinite_total += 1
+        self.nonfinite_in_row += 1
+        if self.nonfinite_in_row < limit:
+            return None
+        return (f"the loss or gradient was NaN/inf in {self.nonfinite_in_row} updates in a row (update "
+                f"{self.step}, {self.nonfinite_total} skipped in all): training diverged. Lower the learning rate "
+                "or raise warmup, use bf16 or fp32 instead of fp16, or look for silent/clipped audio in the "
+                "manifest; then resume.")
+
     def load(self, state: dict[str, Any]) -> None:
         for key, value in state.items():
             if key in self.__dict__:

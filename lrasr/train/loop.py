@@ -327,29 +327,12 @@ def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device |
             tick = now
             window["seconds"] += outcome["seconds"]
             counters.audio_seconds += outcome["seconds"]
-            if outcome["skipped"] in ("overflow", "empty"):
-                counters.unapplied_total += 1
-                counters.unapplied_in_row += 1
-                if counters.unapplied_in_row >= cfg.max_nonfinite_in_row:
-                    if logger is not None:
-                        logger.close()
-                    raise TrainingError(
-                        f"{counters.unapplied_in_row} updates in a row were not applied (last: "
-                        + ("fp16 gradients overflowed: use bf16 or fp32" if outcome["skipped"] == "overflow"
-                           else "no sample in the whole update, e.g. no masked frame: check the audio lengths "
-                                "and masking settings") + f"; update {counters.step})")
-                continue
             if outcome["skipped"]:
-                counters.nonfinite_total += 1
-                counters.nonfinite_in_row += 1
-                if counters.nonfinite_in_row >= cfg.max_nonfinite_in_row:
+                problem = counters.count_skipped(outcome["skipped"], cfg.max_nonfinite_in_row)
+                if problem is not None:
                     if logger is not None:
                         logger.close()
-                    raise TrainingError(
-                        f"the loss or gradient was NaN/inf in {counters.nonfinite_in_row} updates in a row "
-                        f"(update {counters.step}, {counters.nonfinite_total} skipped in all): training "
-                        "diverged. Lower the learning rate or raise warmup, use bf16 or fp32 instead of "
-                        "fp16, or look for silent/clipped audio in the manifest; then resume.")
+                    raise TrainingError(problem)
                 continue
             counters.nonfinite_in_row = counters.unapplied_in_row = 0
             counters.step += 1
