@@ -223,3 +223,15 @@ def test_device_names_are_checked_with_one_line_errors(monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     with pytest.raises(LrasrError, match=r"cuda:LOCAL_RANK \(here cuda:1\), not cuda:0"):
         init_distributed(torch.device("cuda:0"))
+
+
+def test_count_skipped_separates_divergence_from_unapplied_updates():
+    """NaN/inf updates and fp16-overflow/empty updates have their own in-a-row counts and messages."""
+    from lrasr.train.checkpoint import Counters
+
+    c = Counters()
+    assert c.count_skipped("overflow", 2) is None and c.count_skipped("nonfinite", 2) is None
+    assert "fp16 gradients overflowed" in c.count_skipped("overflow", 2)
+    assert "no masked frame" in c.count_skipped("empty", 3)
+    assert "NaN/inf in 2 updates in a row" in c.count_skipped("nonfinite", 2)
+    assert (c.unapplied_total, c.nonfinite_total) == (3, 2)
