@@ -49,6 +49,10 @@ def test_quote_never_closed_is_one_error_naming_its_line(tmp_path):
     data = b'path,text\na.wav,fine\nb.wav,"opened here\nc.wav,swallowed\nd.wav,swallowed too\n'
     with pytest.raises(LrasrError, match=r"transcripts\.csv:3: a quoted field opened on this line is never closed"):
         _read(tmp_path, data)
+    # also when the unclosed record is the last line itself
+    for last in (b'e.wav,"open\n', b'e.wav,"open'):
+        with pytest.raises(LrasrError, match=r"transcripts\.csv:3: a quoted field opened"):
+            _read(tmp_path, b'path,text\na.wav,fine\n' + last)
 
 
 def test_header_with_quoted_names_and_tsv_keeps_quotes_literally(tmp_path):

@@ -262,3 +262,38 @@ def test_two_releases_with_the_same_shard_names_keep_all_rows(tmp_path, speech):
     run_prepare(recipe)
     kept = read_manifest(tmp_path / "work" / "prepare" / "train" / "manifest.tsv")
     assert len(kept) == 6 and kept["id"].is_unique
+
+
+def test_shards_without_a_split_name_and_unknown_split_values(tmp_path, speech):
+    """A validated-* shard beside train-/test- shards (Common Voice) is an error, not silently pooled;
+    an unknown value in split_column rejects its row with the value named."""
+    rows = [{"audio": {"bytes": speech[i][0], "path": f"v{i}.wav"}, "text": TEXTS[i], "speaker": "s"} for i in range(2)]
+    for name in ("train", "test", "validated"):
+        write_shard(tmp_path / "cv" / f"{name}-00000-of-00001.parquet", rows)
+    corpus = LabeledCorpus(format="parquet", path=tmp_path / "cv", text_column="sentence")
+    with pytest.raises(LrasrError, match=r"validated-00000-of-00001\.parquet.*gives no split"):
+        read_parquet(corpus, RejectLog(), tmp_path / "audio")
+    shard = write_shard(tmp_path / "sc" / "all.parquet", rows)
+    pq.write_table(pq.read_table(shard).append_column("part", pa.array(["train", "invalidated"])), shard)
+    rejects = RejectLog()
+    items = read_parquet(LabeledCorpus(format="parquet", path=shard, text_column="sentence", split_column="part"),
+                         rejects, tmp_path / "audio2")
+    assert [it.split for it in items] == ["train"]
+    assert len(rejects.rows) == 1 and "unknown split 'invalidated'" in str(rejects.rows[0])
+
+
+def test_damaged_row_group_rejects_its_rows_and_the_rest_is_read(tmp_path, speech):
+    """Bytes overwritten inside the first row group (the footer intact): that group's rows are rejected
+    with the reason, the other groups are read, and input rows = kept + rejected."""
+    rows = [{"audio": {"bytes": speech[i][0], "path": f"d{i}.wav"}, "text": TEXTS[i], "speaker": "s"} for i in range(6)]
+    shard = write_shard(tmp_path / "d" / "train-00000-of-00001.parquet", rows, row_group_size=2)
+    data = bytearray(shard.read_bytes())
+    data[20:400] = b"\xff" * 380
+    shard.write_bytes(bytes(data))
+    rejects = RejectLog()
+    items = read_parquet(LabeledCorpus(format="parquet", path=shard, text_column="sentence"), rejects,
+                         tmp_path / "audio")
+    reasons = [str(r) for r in rejects.rows]
+    assert len(items) + len(rejects.rows) == 6 and 1 <= len(rejects.rows) <= 2, reasons
+    assert all("row group 0" in r for r in reasons)
+    assert sorted(it.line for it in items)[-1] == 6  # the last group is read

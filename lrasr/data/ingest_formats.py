@@ -43,7 +43,7 @@ def _csv_records(path: Path, rejects: RejectLog):
             raise LrasrError(f"cannot read the CSV record starting here ({exc}); look for a quote that is "
                              "never closed", path, start) from None
         consumed = reader.line_num
-        if consumed == len(lines) and consumed > start and _open_quote(lines[start - 1:consumed]):
+        if consumed == len(lines) and _open_quote(lines[start - 1:consumed]):
             raise LrasrError("a quoted field opened on this line is never closed (it runs to the end of the "
                              "file); close or remove the quote", path, start)
         bad = [(number, why) for number, _, why in lines[start - 1:consumed] if why]

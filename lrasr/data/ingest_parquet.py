@@ -146,6 +146,13 @@ def read_parquet(corpus: LabeledCorpus, rejects: RejectLog, audio_dir: Path | No
     root, shards = parquet_files(corpus)
     splits = {s: file_split(s, root) for s in shards} if corpus.file_splits else {}
     use_file_splits = any(v in ("dev", "test") for v in splits.values())
+    unnamed = [s for s in shards if use_file_splits and splits.get(s) is None]
+    if unnamed:
+        # e.g. Common Voice's validated-*.parquet, which holds the train, dev and test rows again: putting
+        # it in the ratio pool would leak test speakers into training
+        raise LrasrError("this shard's name gives no split (train/validation/test) while other shards' names "
+                         "do; narrow the corpus's pattern: to leave it out, or set file_splits: false",
+                         unnamed[0])
     items: list[Item] = []
     derived: list[bool] = []
     total = sum(_open(pq, s).metadata.num_rows for s in shards)
@@ -214,9 +221,17 @@ def _read_shard(pf: Any, shard: Path, corpus: LabeledCorpus, rejects: RejectLog,
     first_row = 0
     shard_key = source_key(shard, None, None)  # a FLAC is reused only while the shard is the same file
     for group in range(pf.num_row_groups):
-        meta = pf.read_row_group(group, columns=sorted(set(meta_cols))).to_pydict()
-        stats.row_groups += 1
         rows = pf.metadata.row_group(group).num_rows
+        try:
+            meta = pf.read_row_group(group, columns=sorted(set(meta_cols))).to_pydict()
+        except (OSError, ValueError) as exc:  # a damaged row group (pyarrow's errors derive from these)
+            for k in range(rows):
+                rejects.add(shard, f"unreadable row group {group}: row index {first_row + k}: {exc}",
+                            line=first_row + k + 1)
+            first_row += rows
+            advance(rows)
+            continue
+        stats.row_groups += 1
         found: dict[int, tuple[Item, bool]] = {}  # offset in group -> (item, id derived)
         pending: dict[int, tuple[Item, Path, dict]] = {}  # the ones whose FLAC is still to write
         for k in range(rows):
@@ -278,7 +293,13 @@ def _row_item(meta: dict[str, list], k: int, index: int, cols: dict[str, str | N
         uid = Path(audio_name).stem if audio_name else f"{rel}_{index:06d}"
     speaker = value("speaker")
     gender = value("gender")
-    split = split_name(value("split")) if cols.get("split") else shard_split
+    split = shard_split
+    if cols.get("split"):
+        raw_split = value("split")
+        split = split_name(raw_split)
+        if split is None and str(raw_split or "").strip():
+            rejects.add(shard, f"unknown split {raw_split!r}: row index {index}", line=index + 1, id=uid)
+            return None, False
     return Item(id=uid, audio=shard, text=text, source=str(shard), line=index + 1,
                 speaker=(str(speaker).strip() or None) if speaker is not None else None,
                 gender=normalize_gender(str(gender)) if gender is not None else None,
@@ -291,7 +312,19 @@ def _write_pending(pf: Any, group: int, audio_col: str, kind: str, pending: dict
     Returns the offsets of the rows rejected."""
     failed: list[int] = []
     offset = 0
-    for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[group], columns=[audio_col]):
+    batches = pf.iter_batches(batch_size=BATCH_ROWS, row_groups=[group], columns=[audio_col])
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            break
+        except (OSError, ValueError) as exc:  # damaged audio pages: the rows still pending are rejected
+            for k in sorted(set(pending) - set(failed)):
+                if k >= offset:
+                    rejects.add(shard, f"unreadable audio in row group {group}: row index {first_row + k}: {exc}",
+                                line=first_row + k + 1, id=pending[k][0].id)
+                    failed.append(k)
+            break
         stats.audio_batches += 1
         stats.max_batch_rows = max(stats.max_batch_rows, batch.num_rows)
         column = batch.column(0)
