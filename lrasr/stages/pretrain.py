@@ -48,7 +48,9 @@ class PretrainTask:
         frames = cfg.num_frames(int(shortest * data.sample_rate))
         # fairseq's span count is floor(prob * frames / length + u), u in [0, 1): at least this many
         spans = max(int(cfg.mask_time_prob * frames / cfg.mask_time_length), cfg.mask_time_min_masks)
-        return frames <= 0 or spans < 1
+        # one frame can still draw no masked frame (span starts may fall past it): the quantizer and
+        # projections then get no gradient
+        return frames <= 1 or spans < 1
 
     def on_step(self, step: int) -> None:
         self.model.set_num_updates(step)  # Gumbel temperature: a function of the update number

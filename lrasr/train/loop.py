@@ -222,7 +222,9 @@ def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device |
                                   weight_decay=cfg.weight_decay)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     lr_mult: Callable[[int], float] = getattr(task, "lr_multiplier", None) or from_config(cfg, total_steps)
-    scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    # the losses are sums over frames/labels, not means: start where fairseq does (128), not at 65536,
+    # or the first dozen updates overflow and count towards max_nonfinite_in_row
+    scaler = torch.amp.GradScaler(device.type, init_scale=128.0) if precision == "fp16" else None
     counters = ckpt.Counters()
     if not resume and info.is_main:
         ckpt.clear_checkpoints(out_dir)
