@@ -268,11 +268,12 @@ def evaluate_model(model_dir: str | Path, manifest: str | Path, out_dir: str | P
     default ``prepare.vad`` defaults), so a long recording never reaches the model whole.
     References and hypotheses are normalized by the language's ``Normalizer`` (the language and text
     settings saved beside the model by ``lrasr finetune``, or ``language``). Unreadable audio is
-    counted in the report's summary (``unreadable``) and left out, never silently dropped.
+    listed in the report's summary (``unreadable``) and scored as an empty hypothesis, as the recipe's
+    evaluate stage scores it.
     """
     from lrasr.decode.acoustic import AcousticModel
     from lrasr.decode.chunking import vad_segmenter
-    from lrasr.decode.tune import greedy_texts, split_logits
+    from lrasr.decode.tune import greedy_texts, score_texts, split_logits
     from lrasr.recipe import DecodeConfig, VadConfig
 
     model_dir, manifest = Path(model_dir), Path(manifest)
@@ -283,11 +284,11 @@ def evaluate_model(model_dir: str | Path, manifest: str | Path, out_dir: str | P
                           f"acoustic model on {manifest.name}")
     hyps = greedy_texts(cached, acoustic.tokenizer)
     failed = set(cached.failed)
-    keep = [k for k, utt in enumerate(cached.ids) if utt not in failed]
     unreadable = [f"{utt}: {_unreadable_reason(path)}" for utt, path in zip(cached.ids, _manifest_paths(manifest))
                   if utt in failed] if failed else []
-    report = score([cached.refs[k] for k in keep], [hyps[k] for k in keep], normalizer_for(model_dir, language),
-                   ids=[cached.ids[k] for k in keep], speakers=[cached.speakers[k] for k in keep])
+    # unreadable rows score as empty hypotheses (all deletions), as in the recipe's evaluate stage, so
+    # both report the same WER for the same model and manifest
+    report = score_texts(cached, hyps, normalizer_for(model_dir, language))
     if out_dir is not None:
         paths = write_report(report, out_dir)
         if unreadable:

@@ -85,7 +85,7 @@ def test_long_row_is_chunked_like_transcribe(tmp_path, monkeypatch):
     assert report.utterances == 2 and (tmp_path / "eval" / "utterances.tsv").is_file()
 
 
-def test_unreadable_row_is_counted_and_left_out(tmp_path):
+def test_unreadable_row_is_listed_and_scored_as_empty(tmp_path):
     from lrasr.evaluate import evaluate_model
     import json
 
@@ -97,7 +97,9 @@ def test_unreadable_row_is_counted_and_left_out(tmp_path):
     ]), tmp_path / "manifest.tsv")
     model_dir = make_model_dir(tmp_path / "model", SENTENCES)
     report = evaluate_model(model_dir, tmp_path / "manifest.tsv", tmp_path / "eval", device="cpu")
-    assert [r.id for r in report.rows] == ["ok"]
+    assert [r.id for r in report.rows] == ["ok", "bad"]
+    bad = report.rows[1]
+    assert bad.hypothesis == "" and bad.word_errors == bad.words > 0  # every reference word is an error
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text(encoding="utf-8"))
     assert len(summary["unreadable"]) == 1 and summary["unreadable"][0].startswith("bad: ")
     assert "bad.wav" in summary["unreadable"][0]
