@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 from lrasr.io import file_sha1, write_json_atomic
 
@@ -78,20 +78,28 @@ class HashCache:
         self.dirty = True
         return digest
 
-    def digest(self, path: Path) -> str:
-        """Content digest of a file, or of a folder (every file below it, by relative path)."""
+    def digest(self, path: Path, exclude: Collection[Path] = ()) -> str:
+        """Content digest of a file, or of a folder (every file below it, by relative path).
+
+        ``exclude``: resolved paths of folders or files below ``path`` to leave out (with nothing left
+        out, the digest is the same as before the argument existed, so old stamps stay valid).
+        """
         path = Path(path)
         if path.is_file():
             return self.file_digest(path.resolve())
         if path.is_dir():
+            skip = set(exclude)
             listing = []
             for root, dirs, files in os.walk(path):
                 # hidden entries are caches and temporary files of tools, not data
-                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                dirs[:] = sorted(d for d in dirs if not d.startswith(".")
+                                 and not (skip and (Path(root) / d).resolve() in skip))
                 for name in sorted(files):
                     if name.startswith("."):
                         continue
                     full = Path(root) / name
+                    if skip and full.resolve() in skip:
+                        continue
                     listing.append((full.relative_to(path).as_posix(), self.file_digest(full.resolve())))
             return json_digest(listing)
         return MISSING

@@ -16,7 +16,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import os
 import random
 import time
 import uuid
@@ -155,16 +154,7 @@ def input_digest(cache: HashCache, path: Path, recipe: Recipe) -> str:
         return cache.digest(path)
     # the workdir itself, or (when the input folder *is* the workdir) what the runner and stages write
     skip = {work} | {recipe.stage_dir(s).resolve() for s in STAGES} | {work / "run.json", work / "results.json"}
-    listing = []
-    for folder, dirs, files in os.walk(path):
-        # as HashCache.digest: hidden entries are tools' caches, not data
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (Path(folder) / d).resolve() not in skip)
-        for name in sorted(files):
-            full = Path(folder) / name
-            if name.startswith(".") or full.resolve() in skip:
-                continue
-            listing.append((full.relative_to(path).as_posix(), cache.file_digest(full.resolve())))
-    return json_digest(listing)
+    return cache.digest(path, exclude=skip)
 
 
 def _part_name(path: Path, workdir: Path) -> str:
