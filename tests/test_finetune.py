@@ -249,6 +249,8 @@ def test_freeze_steps_train_only_the_head_then_everything_but_the_feature_encode
         run_finetune(rec, device="cpu", resume=False)
         model, _ = load_ctc_model(w / "finetune" / "model")
         assert changed(model) == expected, (steps, unfreeze)
+        init = json.loads((w / "finetune" / "init.json").read_text())
+        assert init["freeze_feature_encoder"] is (not unfreeze)  # the effective choice is recorded
 
 
 def test_same_seed_same_weights_and_metrics(trained, tmp_path):

@@ -54,16 +54,15 @@ def resolve_init(recipe: Any) -> Path | None:
     return path
 
 
-def finetune_config(base: Any, f: Any) -> Any:
-    """``base`` model config with the recipe's fine-tuning masks/layerdrop; the feature encoder frozen
-    (run without autograd) unless ``f.freeze_feature_encoder`` is False."""
+def finetune_config(base: Any, f: Any, freeze_encoder: bool) -> Any:
+    """``base`` model config with the recipe's fine-tuning masks/layerdrop; the feature encoder run
+    without autograd when ``freeze_encoder``, else trained at full rate."""
     from lrasr.model.config import Wav2Vec2Config
 
     data = base.to_dict()
-    frozen = f.freeze_feature_encoder is not False
     data.update(mask_time_prob=f.mask_time_prob, mask_time_length=f.mask_time_length,
                 mask_channel_prob=f.mask_channel_prob, layerdrop=f.layerdrop,
-                feature_grad_mult=0.0 if frozen else 1.0,
+                feature_grad_mult=0.0 if freeze_encoder else 1.0,
                 # 64 channels for BASE (d/12); narrow models get proportionally narrower masks
                 mask_channel_length=f.mask_channel_length or max(1, min(64, base.embed_dim // 12)))
     return Wav2Vec2Config.from_dict(data, source="finetune model config")
@@ -82,13 +81,14 @@ def build_model(recipe: Any, tokenizer: Any) -> tuple[torch.nn.Module, dict[str,
     base = Wav2Vec2Config.from_recipe(f.model)
     source = resolve_init(recipe)
     torch.manual_seed(recipe.seed)  # the same initial head (and scratch weights) for the same recipe
+    # default: a checkpoint's feature encoder stays frozen (the paper); from scratch there is nothing to
+    # protect, so it trains too
+    freeze = f.freeze_feature_encoder if f.freeze_feature_encoder is not None else source is not None
     if source is None:
-        # from scratch there is nothing to protect: the feature encoder trains too (at full rate)
-        cfg = finetune_config(base, f)
-        cfg.feature_grad_mult = 0.0 if f.freeze_feature_encoder else 1.0
-        return Wav2Vec2ForCTC(cfg, vocab), {"init_from": "none", "model": f.model}
+        cfg = finetune_config(base, f, freeze)
+        return Wav2Vec2ForCTC(cfg, vocab), {"init_from": "none", "model": f.model, "freeze_feature_encoder": freeze}
     ckpt = read_checkpoint(source)
-    cfg = finetune_config(lrasr_config_from_arch(ckpt.arch, base), f)
+    cfg = finetune_config(lrasr_config_from_arch(ckpt.arch, base), f, freeze)
     model = Wav2Vec2ForCTC(cfg, vocab)
     skip_head = False
     if ckpt.has_head:
@@ -104,7 +104,7 @@ def build_model(recipe: Any, tokenizer: Any) -> tuple[torch.nn.Module, dict[str,
                                  "finetune.reinit_head: true to train a new CTC head", source)
             skip_head = True
     report = load_pretrained_into(model, ckpt, skip_head=skip_head)
-    info = {"init_from": str(source), **report.summary()}
+    info = {"init_from": str(source), "freeze_feature_encoder": freeze, **report.summary()}
     return model, info
 
 
@@ -301,8 +301,7 @@ def run_finetune(recipe: Any, device: str | None = None, resume: bool = True, ma
     dataset = AudioDataset([("train", train_rows)], seed=recipe.seed)
     task = FinetuneTask(model, tokenizer, dataset, targets, freeze, recipe.seed, f.metric, dev_rows, dev_targets,
                         recipe_normalizer(recipe), eval_batch_seconds=f.max_device_batch_seconds,
-                        freeze_feature_encoder=(not scratch) if f.freeze_feature_encoder is None
-                        else f.freeze_feature_encoder)
+                        freeze_feature_encoder=init["freeze_feature_encoder"])
     train_cfg = f.model_copy(update={"lr": f.peak_lr(model.cfg.embed_dim)})
     result = train(task, train_cfg, out, device=device, resume=resume, max_steps=total)
 
