@@ -158,7 +158,6 @@ def arch_from_fairseq(state: dict[str, torch.Tensor], cfg: dict[str, Any]) -> tu
         "encoder_projection_dropout": cfg.get("dropout_input"), "encoder_attention_dropout": cfg.get("attention_dropout"),
         "encoder_ff_interm_dropout": cfg.get("activation_dropout"), "encoder_dropout": cfg.get("dropout"),
         "encoder_layer_drop": cfg.get("encoder_layerdrop", cfg.get("layerdrop")),
-        "normalize_waveform": cfg.get("normalize"),
     }
     if "layer_norm_first" not in cfg:
         notes.append("layer_norm_first not stated; assumed post-LN (BASE); LARGE/XLS-R checkpoints need it")

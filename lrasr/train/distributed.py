@@ -158,7 +158,6 @@ class Replica:
         self.module = module
         self.device = device
         self.find_unused_parameters = find_unused_parameters
-        self.rebuilds = 0
         self._signature: tuple[bool, ...] | None = None
         self._wrapper: torch.nn.parallel.DistributedDataParallel | None = None
 
@@ -174,7 +173,6 @@ class Replica:
                 import gc
 
                 gc.collect()
-                self.rebuilds += 1
             cuda = self.device.type == "cuda"
             # init_sync=False: ranks already hold rank 0's weights (broadcast_model at the start; every
             # update keeps them equal), so a rebuild need not broadcast the whole model again.
