@@ -235,3 +235,6 @@ def test_count_skipped_separates_divergence_from_unapplied_updates():
     assert "no masked frame" in c.count_skipped("empty", 3)
     assert "NaN/inf in 2 updates in a row" in c.count_skipped("nonfinite", 2)
     assert (c.unapplied_total, c.nonfinite_total) == (3, 2)
+    # the RNG of a retried update is seeded from the attempts, so it draws anew (not the skipped draws)
+    c.step = 7
+    assert c.attempts == 12 and "attempts" not in c.state()

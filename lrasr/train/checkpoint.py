@@ -173,6 +173,11 @@ class Counters:
         self.best_step: int | None = None
         self.evals_without_improvement = 0
 
+    @property
+    def attempts(self) -> int:
+        """Updates tried so far, applied or skipped (equal to ``step`` while none was skipped)."""
+        return self.step + self.nonfinite_total + self.unapplied_total
+
     def state(self) -> dict[str, Any]:
         return dict(self.__dict__)
 

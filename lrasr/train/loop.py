@@ -321,7 +321,8 @@ def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device |
             for g, base in zip(optimizer.param_groups, base_lrs):
                 g["lr"] = base * lr_mult(counters.step)
             outcome = run_update(task, model, optimizer, scaler, params, batches, counters.step, precision, device,
-                                 info, cfg.clip_norm, seed=seed, replica=replica, filler=get_filler)
+                                 info, cfg.clip_norm, seed=seed, replica=replica, filler=get_filler,
+                                 attempt=counters.attempts)
             counters.group += 1
             # throughput includes data loading, not evaluation or checkpoint writing (tick reset below)
             now = time.perf_counter()

@@ -25,15 +25,16 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def seed_micro_batch(seed: int, step: int, index: int) -> None:
-    """Reseed every RNG before micro-batch ``index`` of update ``step`` (index counted over the whole
-    update group: rank r's k-th micro-batch is ``k * world_size + r``).
+def seed_micro_batch(seed: int, attempt: int, index: int) -> None:
+    """Reseed every RNG before micro-batch ``index`` of update attempt ``attempt`` (index counted over the
+    whole update group: rank r's k-th micro-batch is ``k * world_size + r``). Attempts count skipped
+    updates too, so an update retried after a skipped one draws new masks and dropout.
 
     Masks, distractors, dropout and layerdrop are then a function of (seed, update, micro-batch), not
     of the process that runs it: a resumed run draws what the uninterrupted one did, and two processes
     draw for each micro-batch what one process accumulating the same micro-batches draws.
     """
-    value = (seed * 1_000_003 + step * 7919 + index * 104_729) % (2**31 - 1)
+    value = (seed * 1_000_003 + attempt * 7919 + index * 104_729) % (2**31 - 1)
     random.seed(value)
     np.random.seed(value)
     torch.manual_seed(value)
@@ -42,7 +43,8 @@ def seed_micro_batch(seed: int, step: int, index: int) -> None:
 def run_update(task: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler: Any,
                params: list[torch.nn.Parameter], batches: list[Batch], step: int, precision: str,
                device: torch.device, info: D.DistInfo, clip_norm: float, seed: int = 0,
-               replica: D.Replica | None = None, filler: Callable[[], Batch] | None = None) -> dict[str, Any]:
+               replica: D.Replica | None = None, filler: Callable[[], Batch] | None = None,
+               attempt: int | None = None) -> dict[str, Any]:
     """One optimizer update over this rank's micro-batches; every rank takes part in the reductions.
 
     Returns seconds, loss_sum, sample_size (summed over ranks), metrics (this rank's sums), grad_norm
@@ -54,14 +56,16 @@ def run_update(task: Any, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     With ``replica`` (torchrun) every rank runs the same number of forward/backward passes (the most
     any rank has; a rank short of data runs ``filler()`` with weight 0) under ``no_sync`` but the last,
     whose backward all-reduces the accumulated gradients inside DDP, overlapped with the computation.
+    ``attempt`` (default ``step``) seeds the micro-batches' random draws.
     """
+    draw = step if attempt is None else attempt
     optimizer.zero_grad(set_to_none=True)
     acc = _Accumulated()
     if replica is None:
         for k, batch in enumerate(batches):
             if len(batch) == 0:
                 continue
-            seed_micro_batch(seed, step, k * info.world_size + info.rank)
+            seed_micro_batch(seed, draw, k * info.world_size + info.rank)
             if not _forward_backward(task, model, batch.to(device), step, precision, device, scaler, acc):
                 break  # this update is skipped; no need to backpropagate the rest
     else:
@@ -75,7 +79,7 @@ def run_update(task: Any, model: torch.nn.Module, optimizer: torch.optim.Optimiz
             if not real:
                 assert filler is not None, "a DDP update needs a filler batch for ranks short of data"
                 batch = filler()
-            seed_micro_batch(seed, step, k * info.world_size + info.rank)
+            seed_micro_batch(seed, draw, k * info.world_size + info.rank)
             sync = contextlib.nullcontext() if k == count - 1 else wrapper.no_sync()
             with sync:
                 # never break out early: the others would wait for this rank's gradients forever
