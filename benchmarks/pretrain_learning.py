@@ -92,7 +92,7 @@ def frame_features(model: Wav2Vec2ForPreTraining, wave: np.ndarray) -> tuple[tor
     """Unmasked transformer output [T, D] and the model's quantizer codes [T, G] for one utterance."""
     model.eval()
     x = torch.from_numpy(wave)[None]
-    feats, _ = extract_features(model.backbone, x, None, 1.0)
+    feats = extract_features(model.backbone, x, 1.0)
     proj = model.backbone.encoder.feature_projection
     normed = proj.layer_norm(feats)
     hidden = run_transformer(model.backbone, proj.projection(normed), None)

@@ -131,21 +131,20 @@ def normalize_waveform(waveforms: Tensor, lengths: Tensor | None = None, eps: fl
     return (centered * torch.rsqrt(var + eps)).to(waveforms.dtype)
 
 
-def extract_features(backbone: Wav2Vec2Model, waveforms: Tensor, lengths: Tensor | None,
-                     grad_mult: float) -> tuple[Tensor, Tensor | None]:
+def extract_features(backbone: Wav2Vec2Model, waveforms: Tensor, grad_mult: float) -> Tensor:
     """Feature encoder with fairseq's ``feature_grad_mult``.
 
-    waveforms [B, S] -> features [B, T, C], frame lengths [B] (None if ``lengths`` is None).
+    waveforms [B, S] -> features [B, T, C] (frame counts come from ``frame_layout``, on the CPU).
     ``grad_mult == 0`` runs the convs without autograd (frozen, as in fine-tuning).
     """
     if grad_mult == 0.0 or not torch.is_grad_enabled():
         with torch.no_grad():
-            feats, frames = backbone.feature_extractor(waveforms, lengths)
-        return feats, frames
-    feats, frames = backbone.feature_extractor(waveforms, lengths)
+            feats, _ = backbone.feature_extractor(waveforms, None)
+        return feats
+    feats, _ = backbone.feature_extractor(waveforms, None)
     if grad_mult != 1.0:
         feats = _GradMultiply.apply(feats, grad_mult)
-    return feats, frames
+    return feats
 
 
 def conv_output_lengths(cfg: Wav2Vec2Config, lengths: Tensor) -> Tensor:

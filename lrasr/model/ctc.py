@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lrasr.model.backbone import (build_backbone, conv_output_lengths, extract_features, frame_layout,
-                                  normalize_waveform, run_transformer)
+from lrasr.model.backbone import build_backbone, extract_features, frame_layout, normalize_waveform, run_transformer
 from lrasr.model.config import Wav2Vec2Config
 from lrasr.model.masking import compute_channel_mask, compute_span_mask
 
@@ -30,10 +29,6 @@ class Wav2Vec2ForCTC(nn.Module):
     @property
     def aux(self) -> nn.Linear:
         return self.backbone.aux  # type: ignore[return-value]
-
-    def output_lengths(self, lengths: Tensor) -> Tensor:
-        """Frames produced for ``lengths`` samples (long [B])."""
-        return conv_output_lengths(self.cfg, lengths)
 
     def forward(self, waveforms: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """waveforms [B, S] float, lengths [B] samples -> (logits [B, F, V], out_lengths [B] long).
@@ -53,8 +48,7 @@ class Wav2Vec2ForCTC(nn.Module):
         pad = pad_cpu.to(device, non_blocking=True) if bool(pad_cpu.any()) else None
         if cfg.normalize_waveform:
             waveforms = normalize_waveform(waveforms, lengths)
-        feats, _ = extract_features(self.backbone, waveforms, None,
-                                    cfg.feature_grad_mult if self.training else 0.0)
+        feats = extract_features(self.backbone, waveforms, cfg.feature_grad_mult if self.training else 0.0)
         proj = self.backbone.encoder.feature_projection
         x = proj(feats)  # layer norm, linear, dropout
         if self.training and cfg.mask_time_prob > 0:
