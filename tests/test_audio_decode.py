@@ -191,3 +191,66 @@ def test_ffmpeg_format_blocks_join_sample_exactly(tmp_path, ext, codec):
     assert abs(joined.size - whole.size) <= 2
     n = min(joined.size, whole.size) - 16000 // 20  # the last 50 ms: resampling edge effects
     np.testing.assert_allclose(joined[:n], whole[:n], atol=1e-3)
+
+
+def _chirp(seconds: float, rate: int = 44100) -> np.ndarray:
+    t = np.arange(int(rate * seconds)) / rate
+    return (0.3 * np.sin(2 * np.pi * (200 + 40 * t) * t)).astype(np.float32)
+
+
+@pytest.mark.parametrize("ext,codec", [("webm", "libopus"), ("webm", "libvorbis"), ("m4a", "aac")])
+@pytest.mark.parametrize("silent", [(8.7, 11.5), (0.0, 12.0)], ids=["silent-join", "silent-start"])
+def test_ffmpeg_blocks_join_exactly_after_silence(tmp_path, ext, codec, silent):
+    """A join (the reader's 10 s pieces) inside digital silence cannot be measured there: the piece is
+    placed against the last loud second before it, or decoded from the start when none was loud. Before,
+    it kept offset 0, and WebM/Opus came out 8 samples (16 kHz) late after the silence."""
+    wave = _chirp(22.0)
+    wave[int(silent[0] * 44100): int(silent[1] * 44100)] = 0.0
+    sf.write(tmp_path / "gap.wav", wave, 44100)
+    path = _ffmpeg(tmp_path / "gap.wav", tmp_path / f"gap.{ext}", "-c:a", codec)
+    whole = load(path)
+    joined = np.concatenate(list(iter_blocks(path, block_seconds=2.5)))
+    assert abs(joined.size - whole.size) <= 2
+    n = min(joined.size, whole.size) - 16000 // 20
+    np.testing.assert_allclose(joined[:n], whole[:n], atol=1e-3)
+
+
+def test_ffmpeg_join_misplaced_beyond_search_raises(tmp_path, monkeypatch):
+    """A container whose later ranges start 40 ms away from where they claim (beyond the +-25 ms
+    searched) is an AudioError naming the file, not blocks shifted in silence."""
+    import lrasr.audio.decode as decode
+
+    sf.write(tmp_path / "c.wav", _chirp(14.0), 44100)
+    path = _ffmpeg(tmp_path / "c.wav", tmp_path / "c.m4a", "-c:a", "aac")
+    real = decode._torchcodec_decoder
+
+    class Misplaced:
+        def __init__(self, inner):
+            self.inner, self.metadata = inner, inner.metadata
+
+        def get_samples_played_in_range(self, start, stop=None):
+            return self.inner.get_samples_played_in_range(start + 0.04 if start else start, stop)
+
+    monkeypatch.setattr(decode, "_torchcodec_decoder", lambda p: Misplaced(real(p)))
+    with pytest.raises(AudioError, match="sample-exactly") as err:
+        list(iter_blocks(path, block_seconds=2.5))
+    assert str(path) in str(err.value)
+
+
+def test_join_offset_checks_the_match():
+    """join_offset: an exact match gives the offset; a piece of other audio, or one whose best match
+    sits at the search limit, raises JoinError; a silent reference is "not measured" (None)."""
+    from lrasr.audio.joins import JoinError, join_offset
+
+    rng = np.random.default_rng(0)
+    stream = rng.standard_normal(48000).astype(np.float32) * 0.1
+    ref = stream[16000:32000]  # stream positions 16000..32000
+    args = dict(width=3200, most=400, settle=1000, quiet=1e-12)
+    assert join_offset(ref, 16000, stream[15000 + 7:], 15000, **args) == 7  # piece starts 7 samples late
+    assert join_offset(ref, 16000, stream[15000 - 5:], 15000, **args) == -5
+    with pytest.raises(JoinError, match="power"):
+        join_offset(ref, 16000, rng.standard_normal(30000).astype(np.float32) * 0.1, 15000, **args)
+    slow = (0.3 * np.sin(2 * np.pi * 3 * np.arange(48000) / 16000)).astype(np.float32)  # errors grow with lag
+    with pytest.raises(JoinError, match="limit"):
+        join_offset(slow[16000:32000], 16000, slow[15000 + 600:], 15000, **args)  # 600 > most: best at the edge
+    assert join_offset(np.zeros_like(ref), 16000, stream[15000:], 15000, **args) is None

@@ -20,6 +20,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from lrasr.audio.joins import QUIET_RELATIVE, SILENCE, JoinError, join_offset, loudest
 from lrasr.errors import LrasrError
 from lrasr.io import atomic_path
 
@@ -274,9 +275,16 @@ class _CodecReader:
     Only the range from 0 is trimmed exactly at the stream's start. A later range is placed by
     packet timestamps, which can be off by a few samples: Matroska/WebM rounds them to whole
     milliseconds (Opus's 6.5 ms encoder delay stamped as 7 ms put every later range 24 samples at
-    48 kHz early, and the first join repeated them). So each later piece is decoded from
-    OVERLAP_SECONDS before the samples already delivered, its offset measured against them
-    (``_offset``), and it is cut to continue exactly where they end.
+    48 kHz early, and the first join repeated them; Vorbis's offset changes from join to join). So
+    each later piece is decoded from OVERLAP_SECONDS before the samples already delivered, its offset
+    measured against them (``join_offset``), and it is cut to continue exactly where they end.
+
+    Where those delivered samples are too quiet to measure against (digital silence, a fade) while
+    the new piece is not, the piece is decoded again from the last whole second of delivered audio
+    that could be measured (the "anchor", at most a piece back when speech goes on), or from the
+    stream's start when nothing before was loud enough: an offset guessed from an earlier join would
+    be wrong for Vorbis. A quiet piece keeps the last measured offset (where it lands cannot be heard),
+    and so does a piece after more than MAX_REDECODE_SECONDS of silence.
     """
 
     PIECE_SECONDS = 10
@@ -284,6 +292,7 @@ class _CodecReader:
     SETTLE_SECONDS = 0.15  # a decoder starting mid-stream (Opus, AAC) is inexact for its first frames
     WINDOW_SECONDS = 0.2  # compared to find the offset
     MAX_OFFSET_SECONDS = 0.025
+    MAX_REDECODE_SECONDS = 120  # decoding again from an anchor further back holds too much at once
 
     def __init__(self, path: Path, info: AudioInfo):
         self._path = path
@@ -296,7 +305,9 @@ class _CodecReader:
         self._buffer = np.zeros(0, dtype=np.float32)
         self._delivered = 0  # samples handed to the buffer so far
         self._tail = np.zeros(0, dtype=np.float32)  # the last OVERLAP_SECONDS of them
-        self._offset_seen = 0  # the last offset measured (used where the overlap is silent)
+        self._offset_seen = 0  # the last offset measured (kept by a piece too quiet to place)
+        self._level = 0.0  # the loudest window's mean square delivered so far (for the quiet threshold)
+        self._anchor: tuple[int, np.ndarray] | None = None  # (second s, delivered [s, s + 1 s)), measurable
 
     def __enter__(self) -> "_CodecReader":
         return self
@@ -305,63 +316,106 @@ class _CodecReader:
         self._decoder = None
 
     def read(self, frames: int, dtype: str = "float32", always_2d: bool = False) -> np.ndarray:
-        """Up to ``frames`` mono samples [n] (fewer only at the end); decoding errors raise RuntimeError."""
+        """Up to ``frames`` mono samples [n] (fewer only at the end); decoding errors raise RuntimeError,
+        a join that cannot be placed raises ``AudioError``."""
         rate = self.samplerate
         while self._buffer.size < frames and not self._ended:
             start = self._next_second
             last = start + self.PIECE_SECONDS >= self._duration - 1e-6
-            begin = max(0, start - self.OVERLAP_SECONDS) if self._delivered else 0
-            try:
-                # going back needs a seek, which a used decoder does not always place right (Opus in
-                # MP4 resumed where it had stopped): a fresh one seeks from scratch (about 2 ms)
-                decoder = _torchcodec_decoder(self._path) if self._delivered else self._decoder
-                samples = decoder.get_samples_played_in_range(begin, None if last else start + self.PIECE_SECONDS)
-            except AudioError as exc:
-                raise RuntimeError(exc.reason) from None
-            except Exception as exc:  # torchcodec raises RuntimeError/ValueError for damaged data
-                raise RuntimeError(_short(exc)) from None
-            piece = samples.data.mean(dim=0).numpy().astype(np.float32)
-            if self._delivered:
-                # piece[j] holds stream sample begin * rate + j + offset
-                offset = self._offset(piece, begin * rate)
-                piece = piece[max(0, self._delivered - begin * rate - offset):]
+            stop = None if last else start + self.PIECE_SECONDS
+            if not self._delivered:
+                begin, piece = 0, self._decode(0, stop, fresh=False)
+            else:
+                begin, piece = self._placed_piece(max(0, start - self.OVERLAP_SECONDS), stop)
             ended = last or piece.size == 0  # (an overlap alone means the stream ended before ``start``)
-            self._buffer = np.concatenate([self._buffer, piece])
-            self._delivered += piece.size
-            self._tail = np.concatenate([self._tail, piece])[-self.OVERLAP_SECONDS * rate:]
+            self._deliver(piece)
             self._next_second += self.PIECE_SECONDS
             self._ended = ended
         out, self._buffer = self._buffer[:frames], self._buffer[frames:]
         return out
 
-    def _offset(self, piece: np.ndarray, piece_start: int) -> int:
-        """How many samples later than ``piece_start`` ``piece`` [n] really starts (negative: earlier),
-        from its best match with the samples already delivered, in their loudest settled window."""
+    def _decode(self, begin: int, stop: int | None, fresh: bool = True) -> np.ndarray:
+        """Mono samples [n] of seconds ``begin``..``stop`` at the file's rate. Going back needs a seek,
+        which a used decoder does not always place right (Opus in MP4 resumed where it had stopped):
+        a fresh one seeks from scratch (about 2 ms)."""
+        try:
+            decoder = _torchcodec_decoder(self._path) if fresh else self._decoder
+            samples = decoder.get_samples_played_in_range(begin, stop)
+        except AudioError as exc:
+            raise RuntimeError(exc.reason) from None
+        except Exception as exc:  # torchcodec raises RuntimeError/ValueError for damaged data
+            raise RuntimeError(_short(exc)) from None
+        return samples.data.mean(dim=0).numpy().astype(np.float32)
+
+    def _placed_piece(self, begin: int, stop: int | None) -> tuple[int, np.ndarray]:
+        """A later piece decoded from second ``begin`` (or earlier, see the class) and cut to start at
+        the first sample not yet delivered: (the second it was decoded from, samples [n])."""
         rate = self.samplerate
-        width, most = int(self.WINDOW_SECONDS * rate), int(self.MAX_OFFSET_SECONDS * rate)
-        tail_start = self._delivered - self._tail.size  # stream position of self._tail[0]
-        shift = tail_start - piece_start  # tail[k] is piece[k + shift] when the offset is 0
-        first = max(0, int(self.SETTLE_SECONDS * rate) + most - shift)
-        stop = min(self._tail.size, piece.size - shift - most) - width
-        best, best_energy = None, 1e-8  # quieter than this, no offset can be seen (nor heard)
-        for k in range(first, stop + 1, max(1, width // 2)):
-            energy = float(np.square(self._tail[k:k + width]).mean())
-            if energy > best_energy:
-                best, best_energy = k, energy
-        if best is None:
-            return self._offset_seen
-        ref = self._tail[best:best + width].astype(np.float64)
-        seg = piece[best + shift - most: best + shift + most + width].astype(np.float64)  # lags -most..most
-        # squared error of ref against seg[o:o + width] for every o (the ref's own power left out),
-        # via FFT cross-correlation. Once settled, the same decoder gives the same samples, so the
-        # true offset stands out even for a periodic sound that matches one period away almost as well.
-        n = 1 << int(np.ceil(np.log2(seg.size + width)))
-        cross = np.fft.irfft(np.fft.rfft(seg, n) * np.conj(np.fft.rfft(ref, n)), n)[: 2 * most + 1]
-        power = np.concatenate([[0.0], np.cumsum(seg ** 2)])
-        errors = power[width: width + 2 * most + 1] - power[: 2 * most + 1] - 2 * cross
-        # seg[o] lines up with the ref's first sample: piece[j] is then stream sample begin + j + (most - o)
-        self._offset_seen = most - int(np.argmin(errors))
-        return self._offset_seen
+        piece = self._decode(begin, stop)
+        offset = self._join(self._tail, self._delivered - self._tail.size, piece, begin)
+        if offset is None:  # nothing loud enough in the overlap to measure against
+            rest = piece[max(0, self._delivered - begin * rate - self._offset_seen):]
+            back = self._anchor[0] if self._anchor is not None else 0
+            if loudest(rest, int(self.WINDOW_SECONDS * rate)) < self._quiet():
+                offset = self._offset_seen  # a quiet piece: its exact place cannot be heard
+            elif begin - back > self.MAX_REDECODE_SECONDS:
+                # after minutes of silence: the last offset measured (exact for Opus and AAC, whose
+                # offset is the same at every join; Vorbis in WebM can land up to a millisecond off)
+                offset = self._offset_seen
+            elif self._anchor is not None:
+                begin, ref = self._anchor
+                piece = self._decode(begin, stop)
+                offset = self._join(ref, begin * rate, piece, begin, quiet=SILENCE)
+                if offset is None:  # the anchor was measurable when kept: this cannot happen
+                    raise AudioError(f"cannot place the decoded audio after {begin} s: its reference went "
+                                     "silent; convert the file to FLAC (ffmpeg -i FILE out.flac)", self._path)
+            else:  # nothing loud delivered yet: the range from 0 is trimmed exactly
+                begin, piece, offset = 0, self._decode(0, stop), 0
+        # piece[j] holds stream sample begin * rate + j + offset
+        return begin, piece[max(0, self._delivered - begin * rate - offset):]
+
+    def _join(self, ref: np.ndarray, ref_start: int, piece: np.ndarray, begin: int,
+              quiet: float | None = None) -> int | None:
+        """``join_offset`` of ``piece`` (decoded from second ``begin``) against delivered samples
+        ``ref`` (stream positions from ``ref_start``); a bad match raises ``AudioError`` naming the file."""
+        rate = self.samplerate
+        try:
+            offset = join_offset(ref, ref_start, piece, begin * rate, int(self.WINDOW_SECONDS * rate),
+                                 int(self.MAX_OFFSET_SECONDS * rate), int(self.SETTLE_SECONDS * rate),
+                                 self._quiet() if quiet is None else quiet)
+        except JoinError as exc:
+            raise AudioError(f"cannot join the pieces decoded before and after {begin + self.OVERLAP_SECONDS} s "
+                             f"sample-exactly ({exc}); convert the file to FLAC (ffmpeg -i FILE out.flac) and use "
+                             "that", self._path) from None
+        if offset is not None:
+            self._offset_seen = offset
+        return offset
+
+    def _quiet(self) -> float:
+        """Mean square below which a window is not measured: QUIET_RELATIVE of the loudest so far."""
+        return max(SILENCE, QUIET_RELATIVE * self._level)
+
+    def _deliver(self, piece: np.ndarray) -> None:
+        """Append ``piece`` [n] to the output and keep what later joins measure against."""
+        rate = self.samplerate
+        width = int(self.WINDOW_SECONDS * rate)
+        self._level = max(self._level, loudest(piece, width))
+        history = np.concatenate([self._tail, piece])
+        history_start = self._delivered - self._tail.size
+        self._buffer = np.concatenate([self._buffer, piece])
+        self._delivered += piece.size
+        self._tail = history[-self.OVERLAP_SECONDS * rate:]
+        # the anchor: the latest whole second of this history whose measured windows (past the settle
+        # time, away from the edges) hold something loud enough
+        lo = int(self.SETTLE_SECONDS * rate) + int(self.MAX_OFFSET_SECONDS * rate)
+        hi = rate - int(self.MAX_OFFSET_SECONDS * rate)
+        second = (history_start + history.size) // rate - 1
+        while second * rate >= history_start and (self._anchor is None or second > self._anchor[0]):
+            slot = history[second * rate - history_start: (second + 1) * rate - history_start]
+            if loudest(slot[lo:hi], width) >= self._quiet():
+                self._anchor = (second, slot.copy())
+                break
+            second -= 1
 
 
 def save_flac(path: str | Path, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Path:

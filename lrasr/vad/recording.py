@@ -20,7 +20,7 @@ from lrasr.vad.backends import to_int16
 from lrasr.vad.quality import clipping_ratio, wada_snr
 from lrasr.vad.segmenter import Segment, segment_stream
 
-RECORD_VERSION = 4  # bump when a record's meaning, reason texts or decoded samples change
+RECORD_VERSION = 5  # bump when a record's meaning, reason texts or decoded samples change
 
 
 def safe_stem(path: Path) -> str:
