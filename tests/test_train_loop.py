@@ -16,7 +16,7 @@ from lrasr.train.batching import plan_epoch
 from lrasr.train.checkpoint import latest_checkpoint
 from lrasr.train.logging import read_metrics_csv
 from lrasr.train.loop import TrainingError, train
-from test_train_support import RegressionTask, ddp_worker, flat_weights, make_manifest, small_cfg
+from test_train_support import RegressionTask, ddp_worker, flat_weights, make_manifest, resume_worker, small_cfg
 
 HERE = Path(__file__).resolve().parent
 
@@ -71,6 +71,40 @@ def test_two_gloo_processes_equal_one_process_on_the_combined_batch(manifest, tm
     assert fp16["steps"] == 4 and torch.isfinite(fp16["weights"]).all()
     assert torch.equal(fp16["weights"], rank1[3]["weights"])
     assert not torch.equal(fp16["weights"], flat_weights(RegressionTask(manifest, seed=0).model))
+
+
+def test_ranks_resuming_from_their_own_disks_must_restore_the_same_step(manifest, tmp_path):
+    """Each rank resumes from its own folder (nodes without a shared workdir). A checkpoint copied to
+    every node resumes; a node without it, or with a checkpoint of another step, stops every rank with
+    one line naming both steps (instead of training from other weights); a rank whose restore fails
+    makes the others stop too instead of hanging."""
+    import shutil
+
+    def checkpointed(name: str, steps: int, **cfg) -> Path:
+        train(RegressionTask(manifest), small_cfg(max_steps=steps, save_every=1, **cfg), tmp_path / name,
+              resume=False)
+        return tmp_path / name
+
+    shutil.copytree(checkpointed("main", 2), tmp_path / "copy")
+    checkpointed("older", 1)
+    checkpointed("edited", 2, lr=0.5)  # another recipe: rank 1 alone cannot restore it
+    runs = [[tmp_path / "main", tmp_path / "copy"], [tmp_path / "main", tmp_path / "empty"],
+            [tmp_path / "main", tmp_path / "older"], [tmp_path / "main", tmp_path / "edited"]]
+    result = tmp_path / "res.pt"
+    mp.spawn(resume_worker, args=(2, _free_port(), str(manifest), json.dumps([[str(f) for f in r] for r in runs]),
+                                  str(result)), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(f"{result}.{r}", weights_only=True) for r in (0, 1))
+    # copied checkpoint: both resume at update 2 and train on together
+    assert rank0[0]["steps"] == rank1[0]["steps"] == 4 and torch.equal(rank0[0]["weights"], rank1[0]["weights"])
+    assert [r["step"] for r in read_metrics_csv(tmp_path / "main" / "metrics.csv")] == [1, 2, 3, 4]
+    for run, step in ((1, 0), (2, 1)):
+        for rank in (rank0, rank1):
+            message = rank[run]["error"]
+            assert message.startswith("LrasrError: ") and "\n" not in message, message
+            assert (f"rank 1 restored step {step}, rank 0 step 4: the workdir must be on a filesystem all nodes "
+                    "share, or copy the checkpoint to every node") in message
+    assert "lr changed" in rank1[3]["error"] and rank1[3]["error"].startswith("TrainingError")
+    assert "rank 1 could not restore its checkpoint" in rank0[3]["error"]
 
 
 def test_sigkill_then_resume_equals_uninterrupted_run(manifest, tmp_path):

@@ -164,6 +164,33 @@ def ddp_worker(rank: int, world: int, port: int, manifest: str, runs_json: str, 
     shutdown_distributed()
 
 
+def resume_worker(rank: int, world: int, port: int, manifest: str, runs_json: str, result_path: str) -> None:
+    """One rank of a gloo run that resumes from its own folder (as on a node without a shared workdir):
+    for each run of ``runs_json`` (a list of [folder of rank 0, folder of rank 1]) trains 4 updates
+    with ``resume=True`` from this rank's folder and records the steps and weights, or the error."""
+    import json
+    from datetime import timedelta
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    import lrasr.train.distributed as D
+    from lrasr.errors import LrasrError
+    from lrasr.train.loop import train
+
+    D.COLLECTIVE_TIMEOUT = timedelta(seconds=300)  # a hang fails the test instead of stalling the suite
+    results = []
+    for folders in json.loads(runs_json):
+        task = RegressionTask(Path(manifest), seed=rank)
+        try:
+            res = train(task, small_cfg(max_steps=4), folders[rank], device="cpu", resume=True)
+            results.append({"steps": res.steps, "weights": flat_weights(task.model)})
+        except LrasrError as exc:
+            results.append({"error": f"{type(exc).__name__}: {exc}"})
+    torch.save(results, f"{result_path}.{rank}")
+    D.shutdown_distributed()
+
+
 if __name__ == "__main__":  # used by the SIGKILL test: python test_train_support.py MANIFEST OUT KILL_AT
     torch.set_num_threads(1)
     from lrasr.train.loop import train

@@ -126,6 +126,37 @@ def all_reduce_max(value: int, info: DistInfo, device: torch.device) -> int:
     return int(t.item())
 
 
+def check_same_step(step: int, failed: bool, info: DistInfo, device: torch.device, folder: object = None) -> None:
+    """Fail on every rank unless all ranks restored the same update (``step``; 0 = no checkpoint).
+
+    Each rank resumes from the checkpoint on its own disk, and only rank 0 writes checkpoints: on nodes
+    that do not share the workdir the others find none (or a stale one) and would train from other
+    weights, optimizer moments and data positions than rank 0, silently. ``failed`` marks a rank whose
+    restore raised (its own error follows): the others then stop too instead of waiting in the next
+    collective. One ``all_gather`` (int64, on ``device`` as NCCL needs) gives every rank every step, so
+    each can name the rank that differs. ``folder`` (this rank's checkpoints folder) prefixes the message.
+    """
+    if not info.active:
+        return
+    from lrasr.errors import LrasrError
+
+    mine = torch.tensor([step, int(failed)], dtype=torch.int64, device=device)
+    parts = [torch.zeros_like(mine) for _ in range(info.world_size)]
+    dist.all_gather(parts, mine)
+    table = torch.stack(parts).cpu().tolist()  # [world, 2]
+    if failed:
+        return  # this rank raises its own restore error
+    broken = [r for r, (_, f) in enumerate(table) if f]
+    if broken:
+        raise LrasrError(f"rank {broken[0]} could not restore its checkpoint (its own error says why); "
+                         "fix that node's workdir or rerun with --no-resume", folder)
+    steps = [s for s, _ in table]
+    if min(steps) != max(steps):
+        other = next(r for r, s in enumerate(steps) if s != steps[0])
+        raise LrasrError(f"rank {other} restored step {steps[other]}, rank 0 step {steps[0]}: the workdir must be "
+                         "on a filesystem all nodes share, or copy the checkpoint to every node", folder)
+
+
 def _sum_allreduce_hook(state, bucket):  # type: ignore[no-untyped-def]
     """DDP communication hook: the plain sum over ranks (DDP's default divides by the world size).
 

@@ -106,7 +106,9 @@ What the loop does
   ``state.pt`` (optimizer, scheduler, GradScaler, RNG states, data position, counters, task state;
   loadable with ``torch.load(weights_only=True)``); ``out_dir/checkpoints/latest`` names the newest.
   ``resume=True`` restores all of it and continues bit-for-bit on the same hardware;
-  ``resume=False`` removes the previous run's checkpoints and starts over.
+  ``resume=False`` removes the previous run's checkpoints and starts over. Under torchrun each rank
+  resumes from its own ``out_dir`` (only rank 0 writes): unless all restored the same update (a workdir
+  all nodes share, or the checkpoint copied to each), every rank stops with a one-line ``LrasrError``.
 - Rank 0 logs every ``cfg.log_every`` updates to a rich progress line, ``out_dir/metrics.csv`` and
   TensorBoard (``out_dir/tensorboard``), and draws ``out_dir/curves.png`` at the end.
   Logged keys: the task's metrics, ``loss`` (sum / sample_size), ``grad_norm``, ``lr``,
@@ -229,18 +231,26 @@ def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device |
     if not resume and info.is_main:
         ckpt.clear_checkpoints(out_dir)
     D.barrier(info)
+    failure: Exception | None = None  # raised after the others learn of it, so none waits for this rank
     if resume and (folder := ckpt.latest_checkpoint(out_dir)) is not None:
-        state = ckpt.load_checkpoint(folder, model, device)
-        check_resume_settings(state.get("settings"), resume_settings(cfg), folder)
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(state["rng"])
-        counters.load(state["counters"])
-        if hasattr(task, "load_state_dict") and state.get("task") is not None:
-            task.load_state_dict(state["task"])
-        if info.is_main:
+        try:
+            state = ckpt.load_checkpoint(folder, model, device)
+            check_resume_settings(state.get("settings"), resume_settings(cfg), folder)
+            optimizer.load_state_dict(state["optimizer"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            ckpt.set_rng_state(state["rng"])
+            counters.load(state["counters"])
+            if hasattr(task, "load_state_dict") and state.get("task") is not None:
+                task.load_state_dict(state["task"])
+        except Exception as exc:
+            failure = exc
+        if info.is_main and failure is None:
             warn(f"resuming from {folder} (update {counters.step}, epoch {counters.epoch})")
+    # every rank read its own disk: all must stand at the same update (else a one-line error on each)
+    D.check_same_step(counters.step, failure is not None, info, device, ckpt.checkpoints_dir(out_dir))
+    if failure is not None:
+        raise failure
     cpu_start = time.process_time() - counters.cpu_seconds  # so a resumed run reports the total
 
     eval_every = getattr(cfg, "eval_every", None) if hasattr(task, "evaluate") else None
