@@ -70,3 +70,29 @@ def test_unchanged_source_reuses_the_flac_and_a_damaged_flac_is_rewritten(tmp_pa
     sf.write(str(out), data[: len(data) // 2], rate, format="FLAC", subtype="PCM_16")
     fixed = check_audio(_job(src, out, 0.0, 0.8))
     assert fixed.ok and sf.info(str(out)).frames == len(data)
+
+
+@pytest.mark.parametrize("recorded", ["missing", "other"])
+def test_flac_from_another_decoder_version_is_decoded_again(tmp_path, monkeypatch, recorded):
+    """The sidecar names the decoder version (DECODE_VERSION); a FLAC written by an lrasr whose decoding
+    differed (another version, or one from before versions were recorded) is not reused."""
+    import json
+
+    from lrasr.audio.decode import DECODE_VERSION
+
+    src, out = tone(tmp_path / "a.wav", 440.0), tmp_path / "a.flac"
+    assert check_audio(_job(src, out)).ok
+    side = tmp_path / "a.flac.json"
+    meta = json.loads(side.read_text())
+    assert meta["decoder"] == DECODE_VERSION
+    if recorded == "missing":
+        del meta["decoder"]
+    else:
+        meta["decoder"] = DECODE_VERSION + 1
+    side.write_text(json.dumps(meta))
+    decoded = []
+    real = ingest_audio.load
+    monkeypatch.setattr(ingest_audio, "load", lambda *a, **k: decoded.append(a) or real(*a, **k))
+    assert check_audio(_job(src, out)).ok and len(decoded) == 1
+    assert json.loads(side.read_text())["decoder"] == DECODE_VERSION  # rewritten under this version
+    assert check_audio(_job(src, out)).ok and len(decoded) == 1  # ... and now reused

@@ -133,6 +133,33 @@ def test_changed_shard_is_decoded_again(tmp_path, speech):
     assert abs(sf.info(str(items[0].audio)).duration - speech[1][2]) < 0.01
 
 
+
+def test_row_flac_from_another_decoder_version_is_decoded_again(tmp_path, speech):
+    """A row's FLAC whose sidecar has no decoder version (written before it was recorded) or another
+    one is decoded again, not reused; the rewritten sidecar names the current version."""
+    import json
+
+    from lrasr.audio.decode import DECODE_VERSION
+
+    shard = write_shard(tmp_path / "train.parquet", [{"audio": {"bytes": speech[i][0], "path": f"x{i}.wav"},
+                                                      "text": TEXTS[i], "speaker": "s"} for i in range(3)])
+    corpus = LabeledCorpus(format="parquet", path=shard, text_column="sentence")
+    items = read_parquet(corpus, RejectLog(), tmp_path / "audio", ReadStats())
+    sides = [it.audio.with_name(it.audio.name + ".json") for it in items]
+    for side, change in zip(sides, ("missing", "other", None)):
+        meta = json.loads(side.read_text())
+        assert meta["decoder"] == DECODE_VERSION
+        if change == "missing":
+            del meta["decoder"]
+        elif change == "other":
+            meta["decoder"] = DECODE_VERSION - 1
+        side.write_text(json.dumps(meta))
+    stats = ReadStats()
+    read_parquet(corpus, RejectLog(), tmp_path / "audio", stats)
+    assert stats.decoded == 2 and stats.reused == 1
+    assert all(json.loads(s.read_text())["decoder"] == DECODE_VERSION for s in sides)
+
+
 def test_rows_are_read_one_row_group_and_batch_at_a_time(tmp_path, speech, monkeypatch):
     """10 rows in row groups of 3: the metadata is read per row group, the audio in batches of at most
     BATCH_ROWS rows; reading the whole table (or a whole row group's audio) at once fails this."""

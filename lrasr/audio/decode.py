@@ -25,6 +25,10 @@ from lrasr.errors import LrasrError
 from lrasr.io import atomic_path
 
 SAMPLE_RATE = 16_000
+# Recorded beside every FLAC written from decoded audio (labeled items, parquet rows): a FLAC whose
+# sidecar names another version is decoded again. Bump it whenever what ``load``/``load_bytes``
+# return for the same input changes (decoders, resampling, channel mixing, trimming).
+DECODE_VERSION = 1
 HEADER_LENGTH_EXTENSIONS = {".flac", ".mp3"}  # length read from a header that survives truncation
 SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".oga", ".au"}
 

@@ -6,8 +6,9 @@ re-written as 16 kHz mono FLAC (``flac``: fully decoded and resampled). Segments
 a segment that spans its whole file is referenced like a file.
 An existing FLAC from an earlier run is reused (its name hashes the source path and times), so a
 re-run only does the work that is missing: only while the sidecar ``<name>.flac.json`` written with
-it still matches the source file as it is now (size, modification and change times, inode) and the
-FLAC still holds the number of samples written. A source replaced since, even by a file with an
+it still matches the source file as it is now (size, modification and change times, inode), names
+the current decoder version (``lrasr.audio.decode.DECODE_VERSION``) and the FLAC still holds the
+number of samples written. A source replaced since, even by a file with an
 older or the same modification time, is decoded again.
 """
 
@@ -22,7 +23,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from lrasr.audio.decode import SAMPLE_RATE, AudioError, check_end, load, probe, save_flac
+from lrasr.audio.decode import DECODE_VERSION, SAMPLE_RATE, AudioError, check_end, load, probe, save_flac
 from lrasr.io import write_json_atomic
 from lrasr.recipe import FilterConfig
 
@@ -109,12 +110,18 @@ def check_audio(job: AudioJob) -> AudioResult:
         return AudioResult(False, reason=f"undecodable audio: {path}: decoded to no samples")
     save_flac(out, wave, SAMPLE_RATE)
     # after the FLAC: a run killed in between leaves no sidecar, so the FLAC is written again
-    write_json_atomic(sidecar_path(out), {"source": key, "samples": int(wave.size)})
+    write_json_atomic(sidecar_path(out), sidecar(key, int(wave.size)))
     return AudioResult(True, wave.size / SAMPLE_RATE, str(out))
 
 
 def sidecar_path(flac: Path) -> Path:
     return flac.with_name(flac.name + ".json")
+
+
+def sidecar(key: dict, samples: int) -> dict:
+    """What ``<name>.flac.json`` records: the source as ``key`` describes it, the samples written, and
+    the decoder's version (``DECODE_VERSION``), so a change to decoding does not reuse older FLACs."""
+    return {"source": key, "samples": samples, "decoder": DECODE_VERSION}
 
 
 def source_key(path: Path, start: float | None, end: float | None) -> dict:
@@ -134,6 +141,8 @@ def reusable_flac(out: Path, key: dict) -> float | None:
         return None  # none (or from an older lrasr, or half-written): write the FLAC again
     if not isinstance(recorded, dict) or recorded.get("source") != key:
         return None
+    if recorded.get("decoder") != DECODE_VERSION:
+        return None  # made by another decoder version (or before versions were recorded): decode again
     try:
         info = probe(out)
     except AudioError:

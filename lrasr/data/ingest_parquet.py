@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterator
 
 from lrasr.audio.decode import SAMPLE_RATE, AudioError, load_bytes, probe, save_flac
 from lrasr.data.ingest import Item, normalize_gender
-from lrasr.data.ingest_audio import flac_name, reusable_flac, sidecar_path, source_key
+from lrasr.data.ingest_audio import flac_name, reusable_flac, sidecar, sidecar_path, source_key
 from lrasr.data.manifest import RejectLog
 from lrasr.errors import LrasrError
 from lrasr.io import atomic_path, write_json_atomic
@@ -195,8 +195,7 @@ def _link_flac_outputs(items: list[Item], audio_dir: Path) -> None:
         except OSError:
             return
         # after linking: a new link changes the file's change time, which the key records
-        write_json_atomic(sidecar_path(out), {"source": source_key(it.audio, None, None),
-                                              "samples": probe(it.audio).num_frames})
+        write_json_atomic(sidecar_path(out), sidecar(source_key(it.audio, None, None), probe(it.audio).num_frames))
 
 
 def _read_shard(pf: Any, shard: Path, corpus: LabeledCorpus, rejects: RejectLog, out_dir: Path,
@@ -372,7 +371,7 @@ def decode_row(task: tuple[bytes, str, str, dict]) -> tuple[int, str]:
         return 0, "decoded to no samples"
     save_flac(flac, wave, SAMPLE_RATE)
     # after the FLAC: a run killed in between leaves no sidecar, so the row is decoded again
-    write_json_atomic(sidecar_path(Path(flac)), {"source": key, "samples": int(wave.size)})
+    write_json_atomic(sidecar_path(Path(flac)), sidecar(key, int(wave.size)))
     return int(wave.size), ""
 
 
