@@ -164,3 +164,28 @@ def test_unreadable_audio_is_left_out_with_a_warning(tmp_path, capsys):
     assert batch.ids == ["utt000", "utt002"] and batch.waveforms.shape[0] == 2
     assert "utt001.wav" in capsys.readouterr().err
     assert data.unreadable == {1}
+
+
+def test_a_file_without_samples_is_left_out_with_one_warning(tmp_path, capsys):
+    import soundfile as sf
+
+    manifest = make_manifest(tmp_path, count=3)
+    sf.write(tmp_path / "utt001.wav", np.zeros(0, np.float32), 16000)  # a header, no samples
+    data = AudioDataset([manifest])
+    for _ in range(2):
+        batch = data.collate(MicroBatchSpec(0, 0, (0, 1, 2)))
+        assert batch.ids == ["utt000", "utt002"] and batch.waveforms.shape == (2, int(batch.lengths.max()))
+    err = " ".join(capsys.readouterr().err.split())  # the console wraps long lines
+    assert err.count("utt001.wav") == 1 and "no sample decoded" in err  # once per file, not per batch
+    assert data.empty == {1} and data.unreadable == set()
+
+
+def test_batch_to_moves_the_waveforms_and_keeps_lengths_on_the_cpu(tmp_path):
+    """The models' frame bookkeeping, masks, ``Batch.seconds`` and CTC lengths read ``lengths`` on the
+    CPU; a device copy meant a blocking copy there and back per micro-batch. ("meta" stands in for a
+    GPU on a machine without one: the tensors that move land there.)"""
+    data = AudioDataset([make_manifest(tmp_path, count=2)])
+    batch = data.collate(MicroBatchSpec(0, 0, (0, 1)))
+    moved = batch.to("meta")
+    assert moved.waveforms.device.type == "meta" and moved.lengths.device.type == "cpu"
+    assert torch.equal(moved.lengths, batch.lengths) and moved.seconds == batch.seconds and moved.ids == batch.ids

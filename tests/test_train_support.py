@@ -84,7 +84,7 @@ class RegressionTask:
     def compute_loss(self, model, batch, step):
         self.calls.append(step)
         pred = model(batch.waveforms)
-        frames = torch.div(batch.lengths - 400, 320, rounding_mode="floor") + 1
+        frames = (torch.div(batch.lengths - 400, 320, rounding_mode="floor") + 1).to(pred.device)  # lengths: CPU
         valid = torch.arange(pred.shape[1], device=pred.device)[None, :] < frames[:, None]
         chunks = batch.waveforms[:, : pred.shape[1] * 320].reshape(len(batch), pred.shape[1], 320)
         target = torch.log(chunks.pow(2).mean(-1) + 1e-4)

@@ -30,7 +30,7 @@ SORT_JITTER = 0.05
 
 @dataclass
 class Batch:
-    """A padded micro-batch. ``waveforms [B, T] float32``, ``lengths [B] int64`` (samples)."""
+    """A padded micro-batch. ``waveforms [B, T] float32``, ``lengths [B] int64`` (samples, on the CPU)."""
 
     waveforms: torch.Tensor
     lengths: torch.Tensor
@@ -45,7 +45,11 @@ class Batch:
         return float(self.lengths.sum()) / SAMPLE_RATE
 
     def to(self, device: torch.device | str) -> "Batch":
-        return Batch(self.waveforms.to(device, non_blocking=True), self.lengths.to(device), self.ids, self.rows)
+        """The waveforms on ``device``; ``lengths`` stay on the CPU, where their consumers use them (the
+        models' frame bookkeeping and masks, ``seconds``, CTC's input lengths): a device copy would
+        cost a blocking copy there and another one back per micro-batch. Code that needs them on the
+        device (``normalize_waveform``) moves them itself."""
+        return Batch(self.waveforms.to(device, non_blocking=True), self.lengths, self.ids, self.rows)
 
 
 @dataclass
@@ -111,6 +115,7 @@ class AudioDataset:
             self.crop = (min(self.crop[0], max_seconds), max_seconds)
         self._epoch_cache: tuple[int, np.ndarray, np.ndarray] | None = None
         self.unreadable: set[int] = set()  # indices that failed to decode (warned once each)
+        self.empty: set[int] = set()  # indices that decoded to no sample (warned once each)
 
     def restrict(self, max_seconds: float) -> None:
         """Make every item fit one device: crops are capped; longer whole utterances are left out
@@ -182,6 +187,13 @@ class AudioDataset:
                     warn(f"{exc} -- left out of training (fix or remove its manifest row)")
                 continue
             if len(wave) == 0:
+                # an empty file, or a manifest duration longer than the audio (a crop past its end)
+                if index not in self.empty:
+                    self.empty.add(index)
+                    from lrasr.report import warn
+
+                    warn(f"{self.paths[index]}: no sample decoded (the manifest says {self.durations[index]:g} s) "
+                         "-- left out of its batch (fix the file or its manifest row)")
                 continue
             waves.append(torch.from_numpy(np.ascontiguousarray(wave)))
             kept.append(index)

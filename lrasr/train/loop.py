@@ -27,9 +27,9 @@ Required task attributes:
     * ``model`` is ``task.model`` with one process, its ``DistributedDataParallel`` wrapper under
       torchrun: only *call* it (``model(waveforms, lengths)``); reach attributes through
       ``task.model``.
-    * ``batch`` is a ``lrasr.train.batching.Batch`` on the device: ``waveforms [B, T] float32``,
-      ``lengths [B] int64`` (samples), ``ids: list[str]``, ``rows: list[dict]`` (the manifest rows,
-      so a fine-tuning task finds ``text`` there and encodes it itself).
+    * ``batch`` is a ``lrasr.train.batching.Batch``: ``waveforms [B, T] float32`` on the device,
+      ``lengths [B] int64`` (samples) on the CPU, ``ids: list[str]``, ``rows: list[dict]`` (the
+      manifest rows, so a fine-tuning task finds ``text`` there and encodes it itself).
     * runs inside the loop's autocast context (bf16/fp16 on CUDA, none on CPU); compute precision-
       sensitive parts (CTC) in float32 yourself.
     * ``loss``: scalar tensor, the **sum** over the ``sample_size`` units of this micro-batch (e.g.
