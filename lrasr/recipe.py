@@ -169,6 +169,12 @@ class PretrainConfig(TrainCommon):
     crop_min_seconds: float = Field(2.0, gt=0)
     crop_max_seconds: float = Field(15.6, gt=0)
     feature_grad_mult: float = Field(0.1, ge=0)
+    # Fraction of the run's updates by which the Gumbel temperature must reach its floor: the model's
+    # decay per update is made faster when needed, never slower (see stages.pretrain.gumbel_decay).
+    # The paper's 0.999995 reaches 0.5 from 2.0 after 277k updates (0.69 of base's 400k) and 0.1 after
+    # 599k (0.60 of large's 1M), so 0.7 leaves those runs exactly as published, while a run of a few
+    # hundred updates no longer keeps the temperature near 2.0 throughout. null: the model's decay as is.
+    temperature_floor_at: float | None = Field(0.7, gt=0, le=1)
 
 
 class FinetuneConfig(TrainCommon):

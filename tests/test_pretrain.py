@@ -74,9 +74,19 @@ def test_pretrain_stage_end_to_end(tmp_path, speech_dir):
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert METRIC_KEYS <= set(rows[-1])
     assert 0.3 < rows[-1]["mask_fraction"] < 0.8
-    # Gumbel temperature follows the update number (2 * 0.999995^step)
-    assert rows[0]["temperature"] == pytest.approx(2.0) and rows[3]["temperature"] == pytest.approx(2 * 0.999995 ** 3)
-    assert rows[0]["temperature"] > rows[3]["temperature"]
+    # Gumbel temperature follows the update number, 2 * d^step with d scaled to this 4-update run
+    # (temperature_floor_at 0.7: floor 0.5 at update 2, so d = 0.5; the preset's 0.999995 would stay at 2.0)
+    assert [r["temperature"] for r in rows] == pytest.approx([2.0, 1.0, 0.5, 0.5])
+    assert summary["gumbel_temperature"] == pytest.approx([2.0, 0.5, 0.5])
+    saved = json.loads((out / "model" / "config.json").read_text())
+    assert "0.5, 0.5]" in json.dumps(saved)  # the saved model's config records the decay used
+    # resuming from the checkpoint of update 2 follows the same schedule (and the same training)
+    (out / "checkpoints" / "latest").write_text("step_0000002\n")
+    resumed = run_pretrain(recipe)
+    again = read_metrics_csv(out / "metrics.csv")
+    assert [r["step"] for r in again] == [1, 2, 3, 4] and resumed["gumbel_temperature"] == pytest.approx([2.0, 0.5, 0.5])
+    for before, after in zip(rows[2:], again[2:]):
+        assert after["temperature"] == before["temperature"] and after["loss"] == pytest.approx(before["loss"])
     assert (out / "curves.png").stat().st_size > 5000
     assert (out / "checkpoints" / "latest").read_text().strip() == "step_0000004"
     model = load_model_dir(out / "model")
@@ -94,6 +104,36 @@ def test_pretrain_stage_end_to_end(tmp_path, speech_dir):
     bad = load_recipe(_recipe(tmp_path / "d", speech_dir, init_from=str(tmp_path / "nowhere")), check_paths=False)
     with pytest.raises(LrasrError, match="init_from does not exist"):
         run_pretrain(bad)
+
+
+def test_gumbel_decay_reaches_the_floor_in_short_runs_and_keeps_the_papers_decay():
+    from lrasr.model.config import Wav2Vec2Config
+    from lrasr.model.quantizer import GumbelQuantizer
+    from lrasr.recipe import PretrainConfig
+    from lrasr.stages.pretrain import gumbel_decay
+
+    default = PretrainConfig().temperature_floor_at
+    base, large = Wav2Vec2Config.preset("base").latent_temp, Wav2Vec2Config.preset("large").latent_temp
+
+    def temperature(latent_temp, decay, step):
+        q = GumbelQuantizer(8, 2, 4, 8, (latent_temp[0], latent_temp[1], decay))
+        return q.set_num_updates(step)
+
+    # the demo: 200 updates of the tiny preset (base's 2.0 -> 0.5 at 0.999995 per update)
+    demo = gumbel_decay(base, default, 200)
+    assert demo < 0.999995
+    assert temperature(base, demo, 140) == 0.5 and temperature(base, demo, 139) > 0.5
+    assert temperature(base, 0.999995, 200) > 1.99  # what the preset alone gives: nothing learned
+    # the published runs are unchanged: base 400k updates, large (floor 0.1) fairseq's 1M
+    assert gumbel_decay(base, default, 400_000) == base[2] == 0.999995
+    assert gumbel_decay(large, default, 1_000_000) == large[2] == 0.999995
+    # null keeps the model's decay; an explicitly faster decay is never slowed down
+    assert gumbel_decay(base, None, 200) == 0.999995
+    assert gumbel_decay((2.0, 0.5, 0.998614), default, 2000) == 0.998614
+    assert gumbel_decay((2.0, 0.5, 0.99), 0.5, 10) == pytest.approx(0.25 ** 0.2)  # floor at update 5
+    for steps in (1, 7, 333, 12345):  # float rounding never leaves it above the floor at the fraction
+        d = gumbel_decay(base, 0.7, steps)
+        assert temperature(base, d, max(1, int(0.7 * steps + 1e-9))) == 0.5
 
 
 def test_pretrain_without_prepared_audio_says_what_to_run(tmp_path):

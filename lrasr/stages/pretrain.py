@@ -130,8 +130,28 @@ def _manifests(recipe: Any) -> list[Path]:
     return out
 
 
-def build_model(recipe: Any) -> torch.nn.Module:
-    """``Wav2Vec2ForPreTraining`` from ``pretrain.model`` with the recipe's ``feature_grad_mult``.
+def gumbel_decay(latent_temp: Sequence[float], floor_at: float | None, total_steps: int) -> float:
+    """The Gumbel temperature's decay per update for a run of ``total_steps`` updates.
+
+    ``latent_temp`` = (start, floor, decay) from the model config. With ``floor_at`` (the recipe's
+    ``pretrain.temperature_floor_at``) the decay is min(decay, (floor / start) ** (1 / n)) with
+    n = floor_at * total_steps, so that start * decay**n <= floor: short runs reach the floor, runs long
+    enough for the config's own decay keep it exactly. A pure function of the recipe and the run's
+    length, so a resumed run follows the same schedule. ``floor_at`` None: ``decay`` unchanged.
+    """
+    start, floor, decay = (float(v) for v in latent_temp)
+    if floor_at is None or start <= floor:
+        return decay
+    n = max(1, math.floor(floor_at * total_steps + 1e-9))
+    scaled = (floor / start) ** (1.0 / n)
+    while start * scaled ** n > floor:  # float rounding must not leave it a hair above the floor at n
+        scaled = math.nextafter(scaled, 0.0)
+    return min(decay, scaled)
+
+
+def build_model(recipe: Any, total_steps: int | None = None) -> torch.nn.Module:
+    """``Wav2Vec2ForPreTraining`` from ``pretrain.model`` with the recipe's ``feature_grad_mult`` and the
+    Gumbel decay for a run of ``total_steps`` updates (default ``pretrain.max_steps``; see ``gumbel_decay``).
 
     With ``pretrain.init_from`` (continued pretraining) the architecture is the checkpoint's own, so a
     released model loads without restating its shape; ``pretrain.model`` supplies everything else
@@ -150,6 +170,10 @@ def build_model(recipe: Any) -> torch.nn.Module:
                              "lrasr model folder)", source)
         cfg = model_config_from(source, cfg)
     cfg.feature_grad_mult = recipe.pretrain.feature_grad_mult
+    start, floor, _ = cfg.latent_temp
+    decay = gumbel_decay(cfg.latent_temp, recipe.pretrain.temperature_floor_at,
+                         int(total_steps or recipe.pretrain.max_steps))
+    cfg.latent_temp = (start, floor, decay)  # the saved model's config.json records what was used
     torch.manual_seed(recipe.seed)  # the same initial weights for the same recipe
     return Wav2Vec2ForPreTraining(cfg)
 
@@ -186,7 +210,8 @@ def run_pretrain(recipe: Any, device: str | None = None, resume: bool = True, ma
     rank0 = env_info().is_main
     dataset = AudioDataset(_manifests(recipe), crop_min_seconds=cfg.crop_min_seconds,
                            crop_max_seconds=cfg.crop_max_seconds, seed=recipe.seed)
-    model = build_model(recipe)
+    total_steps = int(max_steps or cfg.max_steps)  # as the loop counts them
+    model = build_model(recipe, total_steps)
     init_report = None
     if cfg.init_from is not None and not (resume and latest_checkpoint(out_dir) is not None):
         init_report = init_weights(model, cfg.init_from)
@@ -210,6 +235,8 @@ def run_pretrain(recipe: Any, device: str | None = None, resume: bool = True, ma
         "start": {k: v for k, v in first.items() if k not in ("step", "epoch")},
         "final": {k: v for k, v in final.items() if k not in ("step", "epoch")},
         "chance_accuracy": 1.0 / (mcfg.num_negatives + 1),
+        # Gumbel temperature schedule used: start, floor, decay per update (after temperature_floor_at)
+        "gumbel_temperature": list(mcfg.latent_temp),
         "collapse": problems,
         "init_from": init_report,
         "model_dir": str(out_dir / "model"),
