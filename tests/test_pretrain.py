@@ -78,6 +78,9 @@ def test_pretrain_stage_end_to_end(tmp_path, speech_dir):
     # (temperature_floor_at 0.7: floor 0.5 at update 2, so d = 0.5; the preset's 0.999995 would stay at 2.0)
     assert [r["temperature"] for r in rows] == pytest.approx([2.0, 1.0, 0.5, 0.5])
     assert summary["gumbel_temperature"] == pytest.approx([2.0, 0.5, 0.5])
+    from lrasr.stages.pretrain import summary_rows
+
+    assert ("Gumbel temperature", "2 -> floor 0.5, decay 0.5 per update") in summary_rows(summary)
     saved = json.loads((out / "model" / "config.json").read_text())
     assert "0.5, 0.5]" in json.dumps(saved)  # the saved model's config records the decay used
     # resuming from the checkpoint of update 2 follows the same schedule (and the same training)

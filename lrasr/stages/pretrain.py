@@ -267,6 +267,9 @@ def summary_rows(summary: Mapping[str, Any]) -> list[tuple[str, object]]:
                          f"{start:.3g} -> {summary['final'][key]:.3g}" if start is not None
                          else summary["final"][key]))
     rows.append(("chance accuracy", summary["chance_accuracy"]))
+    if summary.get("gumbel_temperature"):
+        start, floor, decay = summary["gumbel_temperature"]
+        rows.append(("Gumbel temperature", f"{start:g} -> floor {floor:g}, decay {decay:.7g} per update"))
     rows.append(("collapse", "none detected" if not summary["collapse"] else f"{len(summary['collapse'])} warning(s)"))
     for reason, count in (summary.get("left_out") or {}).items():
         rows.append((f"left out: {reason}", count))
