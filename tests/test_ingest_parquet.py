@@ -232,6 +232,70 @@ def test_labeled_audio_flac_links_the_row_flacs_instead_of_copying(tmp_path, spe
     assert {p.stat().st_ino for p in rows} == {(prep / "train" / a).resolve().stat().st_ino for a in train["audio"]}
 
 
+
+def test_labeled_audio_reference_makes_no_links(tmp_path, speech):
+    """With labeled_audio: reference the manifests point at the row FLACs under parquet/; the names the
+    flac mode would use (hard links + sidecars beside parquet/) are not made: nothing would read them."""
+    rows = [{"audio": {"bytes": speech[i][1], "path": f"f{i}.flac"}, "text": TEXTS[i], "speaker": f"s{i}"}
+            for i in range(2)]
+    shard = write_shard(tmp_path / "train.parquet", rows)
+    rec = make_recipe(tmp_path, {"format": "parquet", "path": str(shard), "text_column": "sentence",
+                                 "speaker_column": "client_id"}, split={"dev": 0.0, "test": 0.0})
+    run_prepare(rec)
+    prep = rec.workdir / "prepare"
+    assert sorted(p.name for p in (prep / "labeled_audio").iterdir()) == ["parquet"]
+    train = read_manifest(prep / "train" / "manifest.tsv")
+    for audio in train["audio"]:
+        used = (prep / "train" / audio).resolve()
+        assert used.is_relative_to((prep / "labeled_audio" / "parquet").resolve()) and used.stat().st_nlink == 1
+
+
+def test_huge_row_group_is_named_in_a_warning(tmp_path, speech, monkeypatch):
+    """A shard whose audio row group exceeds HUGE_GROUP_ROWS or HUGE_GROUP_BYTES (read into memory whole,
+    whatever BATCH_ROWS says) gets one warning line naming it; shards in small groups get none."""
+    said: list[str] = []
+    monkeypatch.setattr(ingest_parquet, "warn", said.append)
+    rows = [{"audio": {"bytes": speech[i][0], "path": f"x{i}.wav"}, "text": TEXTS[i], "speaker": "s"}
+            for i in range(4)]
+    small = write_shard(tmp_path / "small" / "train.parquet", rows, row_group_size=2)
+    one = write_shard(tmp_path / "one" / "train.parquet", rows, row_group_size=4)  # as pandas writes it
+    monkeypatch.setattr(ingest_parquet, "HUGE_GROUP_ROWS", 3)
+    for shard in (small, one):
+        read_parquet(LabeledCorpus(format="parquet", path=shard, text_column="sentence"), RejectLog(),
+                     tmp_path / "audio")
+    assert len(said) == 1 and said[0].startswith(f"{one}: ") and "4 rows" in said[0]
+    assert "row_group_size=100" in said[0] and "\n" not in said[0]
+    monkeypatch.setattr(ingest_parquet, "HUGE_GROUP_ROWS", 1000)
+    biggest = sum(len(speech[i][0]) for i in range(2, 4))  # the larger of small's two groups, about
+    monkeypatch.setattr(ingest_parquet, "HUGE_GROUP_BYTES", biggest // 2)
+    said.clear()
+    read_parquet(LabeledCorpus(format="parquet", path=small, text_column="sentence"), RejectLog(), tmp_path / "audio")
+    assert len(said) == 1 and said[0].startswith(f"{small}: ") and "2 rows" in said[0]
+
+
+def _die(task):
+    """A decode worker killed mid-row (the kernel's OOM killer, say)."""
+    import os
+
+    os._exit(9)
+
+
+def test_killed_decode_worker_is_one_clear_error(tmp_path, speech, monkeypatch):
+    """BrokenProcessPool from a worker that died becomes an LrasrError naming the shard and saying to use
+    fewer jobs, not a traceback."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    monkeypatch.setattr(ingest_parquet, "POOL_MIN_ROWS", 0)
+    monkeypatch.setattr(ingest_parquet, "decode_row", _die)  # pickled by reference: the workers import it
+    shard = write_shard(tmp_path / "train.parquet", [{"audio": {"bytes": speech[0][0], "path": "x.wav"},
+                                                      "text": TEXTS[0], "speaker": "s"}])
+    with pytest.raises(LrasrError, match="fewer --jobs") as err:
+        read_parquet(LabeledCorpus(format="parquet", path=shard, text_column="sentence"), RejectLog(),
+                     tmp_path / "audio", jobs=2)
+    assert str(err.value).startswith(f"{shard}: ") and "\n" not in str(err.value)
+    assert not isinstance(err.value, BrokenProcessPool)
+
+
 def test_formats_soundfile_cannot_read_go_through_ffmpeg(tmp_path, speech):
     """m4a/AAC bytes (libsndfile does not read them) decode through the torchcodec fallback."""
     if shutil.which("ffmpeg") is None:

@@ -9,13 +9,15 @@ re-run only does the work that is missing: only while the sidecar ``<name>.flac.
 it still matches the source file as it is now (size, modification and change times, inode), names
 the current decoder version (``lrasr.audio.decode.DECODE_VERSION``) and the FLAC still holds the
 number of samples written. A source replaced since, even by a file with an
-older or the same modification time, is decoded again.
+older or the same modification time, is decoded again. A source that is itself a FLAC lrasr wrote
+(a parquet row's) is hard-linked under the new name instead of decoded again (``link_own_flac``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from lrasr.audio.decode import DECODE_VERSION, SAMPLE_RATE, AudioError, check_end, load, probe, save_flac
-from lrasr.io import write_json_atomic
+from lrasr.io import atomic_path, write_json_atomic
 from lrasr.recipe import FilterConfig
 
 
@@ -102,6 +104,9 @@ def check_audio(job: AudioJob) -> AudioResult:
     reused = reusable_flac(out, key)
     if reused is not None:
         return AudioResult(True, reused, str(out))
+    linked = None if cut else link_own_flac(path, out)
+    if linked is not None:
+        return AudioResult(True, linked, str(out))
     try:
         wave = load(path, SAMPLE_RATE, start=job.start or 0.0, end=job.end if cut else None)
     except AudioError as exc:
@@ -112,6 +117,33 @@ def check_audio(job: AudioJob) -> AudioResult:
     # after the FLAC: a run killed in between leaves no sidecar, so the FLAC is written again
     write_json_atomic(sidecar_path(out), sidecar(key, int(wave.size)))
     return AudioResult(True, wave.size / SAMPLE_RATE, str(out))
+
+
+def link_own_flac(path: Path, out: Path) -> float | None:
+    """Seconds of ``out`` made a hard link to ``path`` when ``path`` is itself a 16 kHz FLAC that lrasr
+    wrote from decoded audio (a parquet row's, with its sidecar naming this decoder version): decoding
+    it again would only store the same samples twice. None when it is not, or links are not supported."""
+    try:
+        recorded = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(recorded, dict) or recorded.get("decoder") != DECODE_VERSION or path.suffix != ".flac":
+        return None
+    try:
+        info = probe(path)
+    except AudioError:
+        return None
+    if info.sample_rate != SAMPLE_RATE or info.num_channels != 1 or info.num_frames != recorded.get("samples"):
+        return None
+    try:
+        with atomic_path(out, suffix=".flac") as tmp:
+            tmp.unlink()
+            os.link(path, tmp)
+    except OSError:
+        return None  # another file system, or no hard links there: the caller writes a copy
+    # after linking: a new link changes the source's change time, which the key records
+    write_json_atomic(sidecar_path(out), sidecar(source_key(path, None, None), info.num_frames))
+    return info.num_frames / SAMPLE_RATE
 
 
 def sidecar_path(flac: Path) -> Path:

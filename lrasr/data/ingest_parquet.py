@@ -6,12 +6,15 @@ Inline audio cannot be referenced in place, so every kept row is decoded (soundf
 torchcodec), resampled to 16 kHz mono and written as FLAC under ``<audio_dir>/parquet/<shard>/``
 at ingest, whatever ``prepare.labeled_audio`` says (``reference`` is no error: there is nothing else
 to refer to): with ``reference`` the manifests point at these FLACs; with ``flac`` at hard links to
-them under the names that mode uses (``_link_flac_outputs``), so no row is stored twice. Rows are read one row
-group at a time (the datasets library writes audio shards in row groups of 100 rows: its
-PARQUET_ROW_GROUP_SIZE_FOR_AUDIO_DATASETS), so a multi-GB
+them under the names that mode uses (made by ``ingest_audio.check_audio``, only in that mode), so no
+row is stored twice. Rows are read one row group at a time (the datasets library writes audio shards
+in row groups of 100 rows: its PARQUET_ROW_GROUP_SIZE_FOR_AUDIO_DATASETS), so a multi-GB
 shard never sits in memory: measured with pyarrow 25, reading a row group's audio in batches of
 ``BATCH_ROWS`` peaks at about twice that row group's bytes (pyarrow reads a column chunk whole), so
-the bound is the row group, not the batch. The audio column is read only for row groups that still
+the bound is the row group, not the batch: a shard written by pandas is one row group, and a warning
+names it when its audio group is huge (``HUGE_GROUP_BYTES``, ``HUGE_GROUP_ROWS``). A decoding worker
+killed (for memory, mostly) stops the run with an ``LrasrError`` naming the shard; the rows written
+before it are reused by the next run. The audio column is read only for row groups that still
 have a FLAC to write, so a re-run reuses the FLACs
 (each has a sidecar recording the shard's identity and row, as ``ingest_audio`` does) without
 reading the audio again.
@@ -27,26 +30,33 @@ some shard names a dev or test split (a corpus of train shards alone is split by
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from multiprocessing import get_context
 from typing import Any, Callable, Iterator
 
-from lrasr.audio.decode import SAMPLE_RATE, AudioError, load_bytes, probe, save_flac
+from lrasr.audio.decode import SAMPLE_RATE, AudioError, load_bytes, save_flac
 from lrasr.data.ingest import Item, normalize_gender
-from lrasr.data.ingest_audio import flac_name, reusable_flac, sidecar, sidecar_path, source_key
+from lrasr.data.ingest_audio import reusable_flac, sidecar, sidecar_path, source_key
 from lrasr.data.manifest import RejectLog
 from lrasr.errors import LrasrError
-from lrasr.io import atomic_path, write_json_atomic
-from lrasr.report import err_console, progress
+from lrasr.io import write_json_atomic
+from lrasr.report import err_console, progress, warn
 from lrasr.recipe import PARQUET_AUDIO_COLUMN, LabeledCorpus
 
 BATCH_ROWS = 32  # rows of audio held at once (tens of MB for long utterances)
 POOL_MIN_ROWS = 1000  # about 20 s of decoding at ~20 ms a row: less does not pay for starting workers
+# A row group's audio is read whole (about twice its bytes at the peak, see above), whatever BATCH_ROWS
+# says. 512 MiB of audio (about 4.5 hours of 16 kHz 16-bit WAV; ~1 GiB at the peak, more than a small
+# machine spares beside decoding workers) or 20000 rows (200 of the datasets library's 100-row groups,
+# so a shard written in one group, by pandas say; the byte count can be missing or dictionary-encoded)
+# gets a warning that says how to rewrite the shard.
+HUGE_GROUP_BYTES = 512 << 20
+HUGE_GROUP_ROWS = 20_000
 SPLIT_NAMES = {"train": "train", "training": "train", "validation": "dev", "valid": "dev", "dev": "dev",
                "test": "test"}
 
@@ -166,7 +176,6 @@ def read_parquet(corpus: LabeledCorpus, rejects: RejectLog, audio_dir: Path | No
             items.extend(found)
             derived.extend(ids_derived)
     _unique_derived_ids(items, derived)
-    _link_flac_outputs(items, audio_dir)
     err_console.print(f"parquet {corpus.path}: {total} rows; {stats.decoded} decoded to FLAC, {stats.reused} "
                       f"reused from an earlier run, {total - len(items)} rejected")
     return items
@@ -177,25 +186,6 @@ def _open(pq: Any, shard: Path) -> Any:
         return pq.ParquetFile(shard)
     except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for a file that is not parquet
         raise LrasrError(f"not a readable parquet file ({str(exc).splitlines()[0][:200]})", shard) from None
-
-
-def _link_flac_outputs(items: list[Item], audio_dir: Path) -> None:
-    """Give each row's FLAC the name ``prepare.labeled_audio: flac`` would write it under
-    (``audio_dir/<flac_name>``) as a hard link, with the sidecar ``ingest_audio`` checks, so that mode
-    reuses it instead of storing every row twice. (With ``reference`` the links are unused names of
-    the same files, no extra bytes.) Where hard links are not supported, that mode makes its copy."""
-    for it in items:
-        out = audio_dir / flac_name(it.id, it.audio, None, None)
-        if reusable_flac(out, source_key(it.audio, None, None)) is not None:
-            continue
-        try:
-            with atomic_path(out, suffix=".flac") as tmp:
-                tmp.unlink()
-                os.link(it.audio, tmp)
-        except OSError:
-            return
-        # after linking: a new link changes the file's change time, which the key records
-        write_json_atomic(sidecar_path(out), sidecar(source_key(it.audio, None, None), probe(it.audio).num_frames))
 
 
 def _read_shard(pf: Any, shard: Path, corpus: LabeledCorpus, rejects: RejectLog, out_dir: Path,
@@ -219,6 +209,7 @@ def _read_shard(pf: Any, shard: Path, corpus: LabeledCorpus, rejects: RejectLog,
     derived: list[bool] = []
     first_row = 0
     shard_key = source_key(shard, None, None)  # a FLAC is reused only while the shard is the same file
+    _warn_huge_groups(pf, shard, cols["audio"])
     for group in range(pf.num_row_groups):
         rows = pf.metadata.row_group(group).num_rows
         try:
@@ -257,6 +248,22 @@ def _read_shard(pf: Any, shard: Path, corpus: LabeledCorpus, rejects: RejectLog,
         first_row += rows
         advance(rows)
     return items, derived
+
+
+def _warn_huge_groups(pf: Any, shard: Path, audio_col: str) -> None:
+    """One warning line for a shard whose largest audio row group is read into memory at once beyond
+    ``HUGE_GROUP_BYTES`` or ``HUGE_GROUP_ROWS`` (memory is bounded by the row group, not ``BATCH_ROWS``)."""
+    worst_bytes, worst_rows = 0, 0
+    for group in range(pf.num_row_groups):
+        meta = pf.metadata.row_group(group)
+        audio = sum(max(c.total_compressed_size, c.total_uncompressed_size)
+                    for c in (meta.column(i) for i in range(meta.num_columns))
+                    if c.path_in_schema.split(".")[0] == audio_col)
+        worst_bytes, worst_rows = max(worst_bytes, audio), max(worst_rows, meta.num_rows)
+    if worst_bytes > HUGE_GROUP_BYTES or worst_rows > HUGE_GROUP_ROWS:
+        warn(f"{shard}: a row group holds {worst_bytes / 2**20:.0f} MiB of audio / {worst_rows} rows, read into "
+             f"memory at once (about twice that at the peak); if memory runs out, rewrite the shard in row groups "
+             f"of 100 rows (pyarrow.parquet.write_table(table, path, row_group_size=100))")
 
 
 def _row_item(meta: dict[str, list], k: int, index: int, cols: dict[str, str | None], shard: Path, rel: str,
@@ -344,7 +351,13 @@ def _write_pending(pf: Any, group: int, audio_col: str, kind: str, pending: dict
                 continue
             tasks.append((data, f"{shard} row {index}", str(flac), key))
             rows.append((k, index, item))
-        for (k, index, item), (samples, why) in zip(rows, decode(tasks)):
+        try:
+            results = decode(tasks)
+        except BrokenProcessPool:
+            raise LrasrError(f"a decoding worker process died (most often killed for memory) on row group {group} "
+                             f"(row indices {first_row + offset}-{first_row + offset + batch.num_rows - 1}); run "
+                             "prepare again with fewer --jobs (rows already written are reused)", shard) from None
+        for (k, index, item), (samples, why) in zip(rows, results):
             if samples:
                 stats.decoded += 1
             else:
