@@ -266,3 +266,19 @@ def test_workdir_inside_the_corpus_folder_is_not_read_back(tmp_path, corpus):
     second = run_prepare(recipe)["unlabeled"]
     assert first["files"] == second["files"] == 1 and second["processed_now"] == 0
     assert second["segments"] == first["segments"] > 0
+
+
+@pytest.mark.parametrize("where", ["is-workdir", "inside-workdir"])
+def test_corpus_folder_that_is_or_is_inside_the_workdir_is_not_read_back(tmp_path, corpus, where):
+    """An unlabeled folder that IS the workdir (or lies inside it) would find the segments the first run
+    wrote under <workdir>/prepare as new inputs: they are never listed, and a rerun does nothing."""
+    work = tmp_path / "exp"
+    raw = work if where == "is-workdir" else work / "raw"
+    raw.mkdir(parents=True)
+    shutil.copy(corpus["raw"] / "talk.wav", raw / "talk.wav")
+    recipe = load_recipe(write_recipe(tmp_path / "r.yaml", work, [raw]))
+    first = run_prepare(recipe)["unlabeled"]
+    assert any((work / "prepare" / "unlabeled").rglob("*.flac"))
+    second = run_prepare(recipe)["unlabeled"]
+    assert first["files"] == second["files"] == 1 and second["processed_now"] == 0
+    assert second["segments"] == first["segments"] > 0

@@ -26,6 +26,7 @@ from lrasr.audio.decode import AudioError, probe
 from lrasr.data.manifest import RejectLog, relative_audio, write_manifest
 from lrasr.errors import StageError
 from lrasr.io import file_sha1, text_sha1, write_json_atomic
+from lrasr.recipe import STAGES
 from lrasr.report import progress, warn
 from lrasr.vad.recording import RECORD_VERSION, input_key, process_recording
 
@@ -37,10 +38,18 @@ def list_inputs(recipe) -> tuple[list[Path], RejectLog, int]:
     """All input files of ``corpora.unlabeled`` in a stable order, rejects for unusable corpus paths,
     and the number of files skipped for their extension."""
     rejects, inputs, ignored = RejectLog(), [], 0
+    workdir = Path(recipe.workdir).resolve()
+    # what lrasr writes (as the runner's input digest sees it): never taken as input, whether the
+    # workdir sits inside the corpus folder, the corpus folder is the workdir, or lies inside it
+    outputs = {workdir / s for s in STAGES} | {workdir / ".cache"}
     for corpus in recipe.corpora.unlabeled:
         exts = {"." + e.lower().lstrip(".") for e in corpus.extensions}
         root = Path(corpus.path)
-        if root.is_file() or (root.is_symlink() and not root.exists()):
+        own = next((o for o in outputs if root.resolve() == o or o in root.resolve().parents), None)
+        if own is not None:
+            rejects.add(root, f"lrasr output: inside {own}, which a stage wrote (not input); put the recordings "
+                              "outside the workdir's stage folders")
+        elif root.is_file() or (root.is_symlink() and not root.exists()):
             inputs.append(root)
         elif root.is_dir():
             found: list[Path] = []
@@ -48,12 +57,11 @@ def list_inputs(recipe) -> tuple[list[Path], RejectLog, int]:
             def on_error(err: OSError) -> None:
                 rejects.add(err.filename or root, f"unreadable: cannot list folder ({err.strerror})")
 
-            workdir = Path(recipe.workdir).resolve()
             visited = {root.resolve()}  # folders reached through links: each walked once (loops end)
+            skip = outputs | {workdir}  # (the workdir itself when it is below the corpus folder)
             for folder, dirs, files in os.walk(root, onerror=on_error, followlinks=True):
-                # a workdir inside the corpus folder holds our own segments: never take them as input
                 real = {d: (Path(folder) / d).resolve() for d in dirs}
-                dirs[:] = sorted(d for d in dirs if real[d] != workdir and real[d] not in visited)
+                dirs[:] = sorted(d for d in dirs if real[d] not in skip and real[d] not in visited)
                 visited.update(real[d] for d in dirs)
                 for name in files:
                     if (Path(folder) / name).suffix.lower() in exts:
