@@ -9,6 +9,14 @@ torchaudio's ``SelfAttention`` already calls ``scaled_dot_product_attention``, b
 float mask expanded to ``[B, 1, T, T]``. ``KeyPaddingSelfAttention`` (same parameters) also accepts a
 broadcastable boolean key mask ``[B, 1, 1, T]`` and none at all for unpadded batches, which lets SDPA
 pick its fused kernels and saves the ``B*T*T`` mask.
+
+Padding never changes a real frame (batch composition does not change results), which is where lrasr
+deliberately differs from torchaudio, transformers and fairseq for the group-norm layout: the feature
+encoder (``lrasr.model.feature_encoder``) takes conv 0's group-norm statistics over each utterance's
+valid frames when ``extract_features`` gets ``lengths``. The rest already holds: later convs only
+see real frames for real outputs, layer norms are per frame, padded keys are masked in attention, and
+``run_transformer`` zeroes padded frames before the positional conv, so its window sees the same
+zeros past an utterance's end as the conv's own zero padding gives the utterance alone.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from torchaudio.models import Wav2Vec2Model
 from torchaudio.models.wav2vec2 import components
 
 from lrasr.model.config import Wav2Vec2Config
+from lrasr.model.feature_encoder import build_feature_extractor
 
 
 class KeyPaddingSelfAttention(components.SelfAttention):
@@ -50,7 +59,7 @@ class KeyPaddingSelfAttention(components.SelfAttention):
 
 def build_backbone(cfg: Wav2Vec2Config, aux_num_out: int | None = None) -> Wav2Vec2Model:
     """A torchaudio ``Wav2Vec2Model`` of ``cfg``'s shape (with a linear ``aux`` head if asked)."""
-    extractor = components._get_feature_extractor(cfg.extractor_mode, list(cfg.conv_layers), cfg.conv_bias)
+    extractor = build_feature_extractor(cfg.extractor_mode, list(cfg.conv_layers), cfg.conv_bias)
     encoder = components._get_encoder(
         in_features=cfg.conv_dim,
         embed_dim=cfg.embed_dim,
@@ -131,17 +140,20 @@ def normalize_waveform(waveforms: Tensor, lengths: Tensor | None = None, eps: fl
     return (centered * torch.rsqrt(var + eps)).to(waveforms.dtype)
 
 
-def extract_features(backbone: Wav2Vec2Model, waveforms: Tensor, grad_mult: float) -> Tensor:
+def extract_features(backbone: Wav2Vec2Model, waveforms: Tensor, grad_mult: float,
+                     lengths: Tensor | None = None) -> Tensor:
     """Feature encoder with fairseq's ``feature_grad_mult``.
 
-    waveforms [B, S] -> features [B, T, C] (frame counts come from ``frame_layout``, on the CPU).
+    waveforms [B, S], lengths [B] samples or None (no padding) -> features [B, T, C] (frame counts
+    come from ``frame_layout``, on the CPU). ``lengths`` only keeps padding out of the group norm's
+    statistics (see ``lrasr.model.feature_encoder``); equal-length batches take the plain path.
     ``grad_mult == 0`` runs the convs without autograd (frozen, as in fine-tuning).
     """
     if grad_mult == 0.0 or not torch.is_grad_enabled():
         with torch.no_grad():
-            feats, _ = backbone.feature_extractor(waveforms, None)
+            feats, _ = backbone.feature_extractor(waveforms, lengths)
         return feats
-    feats, _ = backbone.feature_extractor(waveforms, None)
+    feats, _ = backbone.feature_extractor(waveforms, lengths)
     if grad_mult != 1.0:
         feats = _GradMultiply.apply(feats, grad_mult)
     return feats

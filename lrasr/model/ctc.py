@@ -48,7 +48,8 @@ class Wav2Vec2ForCTC(nn.Module):
         pad = pad_cpu.to(device, non_blocking=True) if bool(pad_cpu.any()) else None
         if cfg.normalize_waveform:
             waveforms = normalize_waveform(waveforms, lengths)
-        feats = extract_features(self.backbone, waveforms, cfg.feature_grad_mult if self.training else 0.0)
+        feats = extract_features(self.backbone, waveforms, cfg.feature_grad_mult if self.training else 0.0,
+                                 lengths=lengths)  # padding kept out of the group norm
         proj = self.backbone.encoder.feature_projection
         x = proj(feats)  # layer norm, linear, dropout
         if self.training and cfg.mask_time_prob > 0:

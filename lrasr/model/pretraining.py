@@ -81,7 +81,7 @@ class Wav2Vec2ForPreTraining(nn.Module):
 
         if cfg.normalize_waveform:  # over real samples only (see normalize_waveform)
             waveforms = normalize_waveform(waveforms, lengths)
-        feats = extract_features(self.backbone, waveforms, cfg.feature_grad_mult)  # [B, T, C]
+        feats = extract_features(self.backbone, waveforms, cfg.feature_grad_mult, lengths=lengths)  # [B, T, C]
         # feature penalty: mean square of the encoder's output over real frames (fairseq averages over
         # padding too; real frames only keeps it independent of how a batch was padded)
         sq = feats.float().pow(2)
