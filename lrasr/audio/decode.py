@@ -295,7 +295,7 @@ class _CodecReader:
     OVERLAP_SECONDS = 1
     SETTLE_SECONDS = 0.15  # a decoder starting mid-stream (Opus, AAC) is inexact for its first frames
     WINDOW_SECONDS = 0.2  # compared to find the offset
-    MAX_OFFSET_SECONDS = 0.025
+    MAX_OFFSET_SECONDS = 0.15  # WMA (ASF) ranges start ~92 ms early, ALAC in CAF up to a 4096-sample packet
     MAX_REDECODE_SECONDS = 120  # decoding again from an anchor further back holds too much at once
 
     def __init__(self, path: Path, info: AudioInfo):
