@@ -96,3 +96,21 @@ def test_flac_from_another_decoder_version_is_decoded_again(tmp_path, monkeypatc
     assert check_audio(_job(src, out)).ok and len(decoded) == 1
     assert json.loads(side.read_text())["decoder"] == DECODE_VERSION  # rewritten under this version
     assert check_audio(_job(src, out)).ok and len(decoded) == 1  # ... and now reused
+
+
+def _die(job):
+    """A worker killed mid-item (the kernel's OOM killer, say)."""
+    os._exit(9)
+
+
+def test_killed_audio_worker_is_one_clear_error(tmp_path, monkeypatch):
+    """BrokenProcessPool from a dead worker becomes an LrasrError that names an item's file and says to
+    use fewer jobs, not a traceback."""
+    from lrasr.errors import LrasrError
+
+    monkeypatch.setattr(ingest_audio, "POOL_MIN_SECONDS", 0.0)
+    monkeypatch.setattr(ingest_audio, "_checked", _die)  # pickled by reference: the workers import it
+    jobs = [_job(tone(tmp_path / f"{i}.wav", 440.0), tmp_path / f"{i}.flac") for i in range(2)]
+    with pytest.raises(LrasrError, match="fewer --jobs") as err:
+        list(ingest_audio.check_all(jobs, workers=2))
+    assert str(err.value).startswith(str(tmp_path / "0.wav")) and "\n" not in str(err.value)

@@ -20,12 +20,14 @@ import json
 import os
 import re
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from lrasr.audio.decode import DECODE_VERSION, SAMPLE_RATE, AudioError, check_end, load, probe, save_flac
+from lrasr.errors import LrasrError
 from lrasr.io import atomic_path, write_json_atomic
 from lrasr.recipe import FilterConfig
 
@@ -215,5 +217,14 @@ def check_all(jobs: Iterable[AudioJob], workers: int = 1) -> Iterator[AudioResul
     if workers <= 1 or len(jobs) < 2 or estimate < POOL_MIN_SECONDS:
         yield from map(_checked, jobs)
         return
+    done = 0
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        yield from pool.map(_checked, jobs, chunksize=max(1, min(64, len(jobs) // (workers * 4))))
+        try:
+            for result in pool.map(_checked, jobs, chunksize=max(1, min(64, len(jobs) // (workers * 4)))):
+                done += 1
+                yield result
+        except BrokenProcessPool:
+            # a worker killed (for memory, mostly) is not this item's fault, but nothing tells which it was
+            raise LrasrError(f"a worker process checking labeled audio died (most often killed for memory) at or "
+                             f"after item {done + 1} of {len(jobs)}; run prepare again with fewer --jobs (FLACs "
+                             "already written are reused)", jobs[done].audio) from None
