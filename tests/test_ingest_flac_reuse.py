@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import dead_worker
 import numpy as np
 import pytest
 import soundfile as sf
@@ -98,10 +99,6 @@ def test_flac_from_another_decoder_version_is_decoded_again(tmp_path, monkeypatc
     assert check_audio(_job(src, out)).ok and len(decoded) == 1  # ... and now reused
 
 
-def _die(job):
-    """A worker killed mid-item (the kernel's OOM killer, say)."""
-    os._exit(9)
-
 
 def test_killed_audio_worker_is_one_clear_error(tmp_path, monkeypatch):
     """BrokenProcessPool from a dead worker becomes an LrasrError that names an item's file and says to
@@ -109,8 +106,8 @@ def test_killed_audio_worker_is_one_clear_error(tmp_path, monkeypatch):
     from lrasr.errors import LrasrError
 
     monkeypatch.setattr(ingest_audio, "POOL_MIN_SECONDS", 0.0)
-    monkeypatch.setattr(ingest_audio, "_checked", _die)  # pickled by reference: the workers import it
-    jobs = [_job(tone(tmp_path / f"{i}.wav", 440.0), tmp_path / f"{i}.flac") for i in range(2)]
+    monkeypatch.setattr(ingest_audio, "_checked", dead_worker.die)  # pickled by reference
+    jobs = [dead_worker.Job(str(tmp_path / f"{i}.wav")) for i in range(2)]
     with pytest.raises(LrasrError, match="fewer --jobs") as err:
         list(ingest_audio.check_all(jobs, workers=2))
     assert str(err.value).startswith(str(tmp_path / "0.wav")) and "\n" not in str(err.value)

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import dead_worker
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -273,12 +274,6 @@ def test_huge_row_group_is_named_in_a_warning(tmp_path, speech, monkeypatch):
     assert len(said) == 1 and said[0].startswith(f"{small}: ") and "2 rows" in said[0]
 
 
-def _die(task):
-    """A decode worker killed mid-row (the kernel's OOM killer, say)."""
-    import os
-
-    os._exit(9)
-
 
 def test_killed_decode_worker_is_one_clear_error(tmp_path, speech, monkeypatch):
     """BrokenProcessPool from a worker that died becomes an LrasrError naming the shard and saying to use
@@ -286,7 +281,7 @@ def test_killed_decode_worker_is_one_clear_error(tmp_path, speech, monkeypatch):
     from concurrent.futures.process import BrokenProcessPool
 
     monkeypatch.setattr(ingest_parquet, "POOL_MIN_ROWS", 0)
-    monkeypatch.setattr(ingest_parquet, "decode_row", _die)  # pickled by reference: the workers import it
+    monkeypatch.setattr(ingest_parquet, "decode_row", dead_worker.die)  # pickled by reference
     shard = write_shard(tmp_path / "train.parquet", [{"audio": {"bytes": speech[0][0], "path": "x.wav"},
                                                       "text": TEXTS[0], "speaker": "s"}])
     with pytest.raises(LrasrError, match="fewer --jobs") as err:
