@@ -288,7 +288,9 @@ class _CodecReader:
     that could be measured (the "anchor", at most a piece back when speech goes on), or from the
     stream's start when nothing before was loud enough: an offset guessed from an earlier join would
     be wrong for Vorbis. A quiet piece keeps the last measured offset (where it lands cannot be heard),
-    and so does a piece after more than MAX_REDECODE_SECONDS of silence.
+    and so does a piece after more than MAX_REDECODE_SECONDS of silence (exact for Opus and AAC, whose
+    offset is the same at every join). A best match that is no match, or lies at the search limit,
+    raises ``AudioError`` naming the file (see ``lrasr.audio.joins``) instead of shifting the rest.
     """
 
     PIECE_SECONDS = 10
@@ -363,8 +365,8 @@ class _CodecReader:
             if loudest(rest, int(self.WINDOW_SECONDS * rate)) < self._quiet():
                 offset = self._offset_seen  # a quiet piece: its exact place cannot be heard
             elif begin - back > self.MAX_REDECODE_SECONDS:
-                # after minutes of silence: the last offset measured (exact for Opus and AAC, whose
-                # offset is the same at every join; Vorbis in WebM can land up to a millisecond off)
+                # after minutes of silence: the last offset measured (Vorbis in WebM can land up to
+                # a millisecond off, ALAC in CAF up to a packet)
                 offset = self._offset_seen
             elif self._anchor is not None:
                 begin, ref = self._anchor
