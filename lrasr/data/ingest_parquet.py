@@ -12,7 +12,7 @@ in row groups of 100 rows: its PARQUET_ROW_GROUP_SIZE_FOR_AUDIO_DATASETS), so a 
 shard never sits in memory: measured with pyarrow 25, reading a row group's audio in batches of
 ``BATCH_ROWS`` peaks at about twice that row group's bytes (pyarrow reads a column chunk whole), so
 the bound is the row group, not the batch: a shard written by pandas is one row group, and a warning
-names it when its audio group is huge (``HUGE_GROUP_BYTES``, ``HUGE_GROUP_ROWS``). A decoding worker
+names it when the audio of a huge group is read (``HUGE_GROUP_BYTES``, ``HUGE_GROUP_ROWS``). A decoding worker
 killed (for memory, mostly) stops the run with an ``LrasrError`` naming the shard; the rows written
 before it are reused by the next run. The audio column is read only for row groups that still
 have a FLAC to write, so a re-run reuses the FLACs
@@ -209,7 +209,7 @@ def _read_shard(pf: Any, shard: Path, corpus: LabeledCorpus, rejects: RejectLog,
     derived: list[bool] = []
     first_row = 0
     shard_key = source_key(shard, None, None)  # a FLAC is reused only while the shard is the same file
-    _warn_huge_groups(pf, shard, cols["audio"])
+    warned = False
     for group in range(pf.num_row_groups):
         rows = pf.metadata.row_group(group).num_rows
         try:
@@ -239,6 +239,12 @@ def _read_shard(pf: Any, shard: Path, corpus: LabeledCorpus, rejects: RejectLog,
             else:
                 stats.reused += 1
         if pending:
+            huge = None if warned else _huge_group(pf, group, cols["audio"])
+            if huge is not None:
+                warned = True
+                warn(f"{shard}: row group {group} holds {huge[0] / 2**20:.0f} MiB of audio in {huge[1]} rows, read "
+                     "into memory at once (about twice that at the peak); if memory runs out, rewrite the shard in "
+                     "row groups of 100 rows (pyarrow.parquet.write_table(table, path, row_group_size=100))")
             rejected = _write_pending(pf, group, cols["audio"], kind, pending, shard, first_row, rejects, stats, decode)
             for k in rejected:
                 del found[k]
@@ -250,20 +256,14 @@ def _read_shard(pf: Any, shard: Path, corpus: LabeledCorpus, rejects: RejectLog,
     return items, derived
 
 
-def _warn_huge_groups(pf: Any, shard: Path, audio_col: str) -> None:
-    """One warning line for a shard whose largest audio row group is read into memory at once beyond
-    ``HUGE_GROUP_BYTES`` or ``HUGE_GROUP_ROWS`` (memory is bounded by the row group, not ``BATCH_ROWS``)."""
-    worst_bytes, worst_rows = 0, 0
-    for group in range(pf.num_row_groups):
-        meta = pf.metadata.row_group(group)
-        audio = sum(max(c.total_compressed_size, c.total_uncompressed_size)
-                    for c in (meta.column(i) for i in range(meta.num_columns))
-                    if c.path_in_schema.split(".")[0] == audio_col)
-        worst_bytes, worst_rows = max(worst_bytes, audio), max(worst_rows, meta.num_rows)
-    if worst_bytes > HUGE_GROUP_BYTES or worst_rows > HUGE_GROUP_ROWS:
-        warn(f"{shard}: a row group holds {worst_bytes / 2**20:.0f} MiB of audio / {worst_rows} rows, read into "
-             f"memory at once (about twice that at the peak); if memory runs out, rewrite the shard in row groups "
-             f"of 100 rows (pyarrow.parquet.write_table(table, path, row_group_size=100))")
+def _huge_group(pf: Any, group: int, audio_col: str) -> tuple[int, int] | None:
+    """(audio bytes, rows) of a row group whose audio, read into memory at once (memory is bounded by
+    the row group, not ``BATCH_ROWS``), exceeds ``HUGE_GROUP_BYTES`` or ``HUGE_GROUP_ROWS``; else None."""
+    meta = pf.metadata.row_group(group)
+    audio = sum(max(c.total_compressed_size, c.total_uncompressed_size)
+                for c in (meta.column(i) for i in range(meta.num_columns))
+                if c.path_in_schema.split(".")[0] == audio_col)
+    return (audio, meta.num_rows) if audio > HUGE_GROUP_BYTES or meta.num_rows > HUGE_GROUP_ROWS else None
 
 
 def _row_item(meta: dict[str, list], k: int, index: int, cols: dict[str, str | None], shard: Path, rel: str,
