@@ -49,6 +49,7 @@ from lrasr.evaluate import evaluate_model  # noqa: E402
 from lrasr.recipe import load_recipe  # noqa: E402
 
 CORPUS = REPO.parent / "shared" / "corpora" / "ml_smc_msc_crowd"
+ARMS = ("scratch", "pretrained", "pretrained-encoder", "pretrained-reinit")
 
 
 def write_recipe(path: Path, data: dict) -> Path:
@@ -98,8 +99,11 @@ def make_condition_prepare(base: Path, target: Path, train_seconds: float | None
     return hours
 
 
-def finetune_section(args: argparse.Namespace, init_from: str, train_encoder: bool = False) -> dict:
+def finetune_section(args: argparse.Namespace, init_from: str, train_encoder: bool = False,
+                     reinit_layers: int = 0) -> dict:
     extra = {"freeze_feature_encoder": False} if train_encoder else {}
+    if reinit_layers:
+        extra["reinit_layers"] = reinit_layers
     return {**extra, "model": "tiny", "init_from": init_from, "max_steps": args.finetune_steps, "lr": args.lr,
             "batch_seconds": args.batch_seconds, "max_device_batch_seconds": args.batch_seconds,
             "eval_every": args.eval_every, "log_every": 10, "save_every": args.eval_every,
@@ -111,7 +115,7 @@ def print_table(work: Path, labels: list[str]) -> None:
     """The table of every finished condition under ``work`` (from each one's ``result.json``)."""
     runs = []
     for label in labels:
-        for kind in ("scratch", "pretrained", "pretrained-encoder"):
+        for kind in ARMS:
             path = work / f"{label}_{kind}" / "result.json"
             if path.is_file():
                 runs.append(json.loads(path.read_text()))
@@ -141,9 +145,13 @@ def main() -> None:
     ap.add_argument("--mask-time-prob", type=float, default=0.3)
     ap.add_argument("--mask-channel-prob", type=float, default=0.1)
     ap.add_argument("--labels", default="10,all", help="comma list: minutes of labels, or 'all'")
-    ap.add_argument("--arms", default="scratch,pretrained",
+    ap.add_argument("--arms", default="scratch,pretrained-reinit",
                     help="comma list of scratch, pretrained (feature encoder frozen, as in the paper), "
-                         "pretrained-encoder (feature encoder fine-tuned too, as from scratch), or none")
+                         "pretrained-encoder (feature encoder fine-tuned too, as from scratch), "
+                         "pretrained-reinit (as pretrained, with the top --reinit-layers transformer layers "
+                         "re-initialized), or none")
+    ap.add_argument("--reinit-layers", type=int, default=1,
+                    help="top transformer layers reset in the pretrained-reinit arm (tiny has 2)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=1234)
     args = ap.parse_args()
@@ -163,7 +171,7 @@ def main() -> None:
         print(f"prepare: {(time.process_time() - t) / 60:.1f} CPU min")
 
     labels = args.labels.split(",")
-    arms = [a for a in args.arms.split(",") if a in ("scratch", "pretrained", "pretrained-encoder")]
+    arms = [a for a in args.arms.split(",") if a in ARMS]
     pre_minutes, pre_model = 0.0, base / "pretrain" / "model"
     if any(a.startswith("pretrained") for a in arms):
         # (b)'s pretraining: the train split's audio only (no transcripts; dev/test audio unseen)
@@ -182,14 +190,17 @@ def main() -> None:
         seconds = None if label == "all" else float(label) * 60
         for kind in arms:
             arm, init = {"scratch": ("a: scratch", "none"), "pretrained": ("b: pretrained", str(pre_model)),
-                         "pretrained-encoder": ("b': pretrained, encoder fine-tuned", str(pre_model))}[kind]
+                         "pretrained-encoder": ("b': pretrained, encoder fine-tuned", str(pre_model)),
+                         "pretrained-reinit": (f"b'': pretrained, top {args.reinit_layers} layer(s) reset",
+                                               str(pre_model))}[kind]
             name = f"{label}_{kind}"
             cond = work / name
             if (cond / "result.json").is_file():
                 continue
             hours = make_condition_prepare(base, cond, seconds, args.seed)
             rec = dict(base_recipe(args, cond),
-                       finetune=finetune_section(args, init, train_encoder=kind == "pretrained-encoder"))
+                       finetune=finetune_section(args, init, train_encoder=kind == "pretrained-encoder",
+                                                 reinit_layers=args.reinit_layers if kind == "pretrained-reinit" else 0))
             summary = run_finetune(load_recipe(write_recipe(work / f"{name}.yaml", rec)), device="cpu")
             minutes = float(summary["cpu_minutes"])  # summed over resumed runs
             test = evaluate_model(cond / "finetune" / "model", cond / "prepare" / "test" / "manifest.tsv",

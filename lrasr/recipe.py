@@ -183,6 +183,10 @@ class FinetuneConfig(TrainCommon):
     init_from: str | None = None
     # a checkpoint whose CTC head does not fit the tokenizer is an error unless this trains a new head
     reinit_head: bool = False
+    # re-initialize the top N transformer layers of the checkpoint before fine-tuning (Pasad et al.
+    # 2021: wav2vec 2.0's last layers specialize in the pretext task). A tiny model after a short
+    # pretraining run fine-tuned far better with its top layer reset (benchmarks/RESULTS.md, issue 5)
+    reinit_layers: int = Field(0, ge=0)
     # default (see peak_lr): 5e-5, the paper's value for base/large with their large batches; 5e-4 for
     # narrow models (tiny), which would hardly move at 5e-5 in a short CPU run
     lr: float | None = Field(None, gt=0)

@@ -296,3 +296,37 @@ def test_dev_wer_computed_when_every_dev_utterance_is_ctc_infeasible(trained, tm
     assert (w / "finetune" / "checkpoints" / "best" / "best.json").is_file()
     with open(w / "finetune" / "dev" / "utterances.tsv", newline="", encoding="utf-8") as handle:
         assert len(list(csv.DictReader(handle, delimiter="\t"))) == 3  # each scored in the report
+
+
+def test_reinit_layers_resets_only_the_top_transformer_layers(trained):
+    """finetune.reinit_layers: the top N layers get a fresh init, everything below keeps the checkpoint."""
+    import torch
+    from safetensors.torch import load_file
+
+    from lrasr.stages.finetune import build_model
+
+    root, work, recipe, summary = trained
+    tok = CharTokenizer.from_texts(SENTENCES)
+    saved = load_file(str(work / "finetune" / "model" / "model.safetensors"))
+    rec = load_recipe(write_recipe(root, work, init_from=str(work / "finetune" / "model"), reinit_layers=1))
+    model, info = build_model(rec, tok)
+    state = model.state_dict()
+    top = len(model.backbone.encoder.transformer.layers) - 1
+    assert info["reinit_layers"] == [top]
+    prefix = f"backbone.encoder.transformer.layers.{top}."
+    top_keys = [k for k in state if k.startswith(prefix)]
+    assert top_keys
+    for key in top_keys:
+        if key.endswith("layer_norm.weight"):
+            assert torch.equal(state[key], torch.ones_like(state[key])), key
+        elif key.endswith("bias"):
+            assert torch.equal(state[key], torch.zeros_like(state[key])), key
+        else:  # fresh N(0, 0.02) linears: nothing like the trained weights
+            assert not torch.allclose(state[key], saved[key]), key
+            assert abs(float(state[key].std()) - 0.02) < 0.005, key
+    for key, value in state.items():
+        if not key.startswith(prefix):
+            torch.testing.assert_close(value, saved[key], rtol=0, atol=0, msg=key)
+    with pytest.raises(LrasrError, match="reinit_layers is 9 but the checkpoint has"):
+        build_model(load_recipe(write_recipe(root, work, init_from=str(work / "finetune" / "model"),
+                                             reinit_layers=9)), tok)

@@ -104,8 +104,29 @@ def build_model(recipe: Any, tokenizer: Any) -> tuple[torch.nn.Module, dict[str,
                                  "finetune.reinit_head: true to train a new CTC head", source)
             skip_head = True
     report = load_pretrained_into(model, ckpt, skip_head=skip_head)
-    info = {"init_from": str(source), "freeze_feature_encoder": freeze, **report.summary()}
+    reinit = reinit_top_layers_(model, f.reinit_layers, source)
+    info = {"init_from": str(source), "freeze_feature_encoder": freeze, **report.summary(),
+            "reinit_layers": reinit}
     return model, info
+
+
+@torch.no_grad()
+def reinit_top_layers_(model: torch.nn.Module, count: int, source: Any) -> list[int]:
+    """Give the last ``count`` transformer layers of ``model`` fresh weights, as a model built from
+    scratch has (fairseq's N(0, 0.02) linears, unit layer norms); returns their indices."""
+    from torchaudio.models.wav2vec2 import components
+
+    layers = model.backbone.encoder.transformer.layers
+    if count > len(layers):
+        raise LrasrError(f"finetune.reinit_layers is {count} but the checkpoint has {len(layers)} transformer "
+                         "layers; use a smaller number", source)
+    chosen = list(range(len(layers) - count, len(layers)))
+    for index in chosen:
+        for module in layers[index].modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.reset_parameters()
+        layers[index].apply(components._init_transformer_params)
+    return chosen
 
 
 # ------------------------------------------------------------------------------------------ data
