@@ -182,8 +182,15 @@ def main() -> None:
                                      "max_device_batch_seconds": args.pretrain_batch_seconds,
                                      "crop_min_seconds": 2.0, "crop_max_seconds": 8.0,
                                      "log_every": 10, "save_every": 100})
-        pre_summary = run_pretrain(load_recipe(write_recipe(work / "pretrain.yaml", pre)), device="cpu")
-        pre_minutes = float(pre_summary["cpu_minutes"])  # the training's CPU time, summed over resumed runs
+        done = base / "pretrain" / "summary.json"
+        if done.is_file() and json.loads(done.read_text()).get("steps") == args.pretrain_steps and pre_model.is_dir():
+            # finished: reuse it as is (a later lrasr may have added pretraining settings that its
+            # checkpoint does not record, and resuming would refuse it)
+            pre_summary = json.loads(done.read_text())
+        else:
+            pre_summary = run_pretrain(load_recipe(write_recipe(work / "pretrain.yaml", pre)), device="cpu")
+        # the training's CPU time, summed over resumed runs (None: a run from before lrasr recorded it)
+        pre_minutes = pre_summary.get("cpu_minutes")
         print(f"pretraining: {json.dumps(pre_summary, default=str)[:600]}")
 
     for label in labels:
@@ -208,7 +215,7 @@ def main() -> None:
             row = {"labels": label, "arm": arm, "train_hours": round(hours, 3), "steps": summary["steps"],
                    "dev_loss": summary.get("dev_loss"), "dev_cer": summary.get("dev_cer"),
                    "dev_wer": summary.get("dev_wer"), "test_cer": test.cer, "test_wer": test.wer,
-                   "finetune_cpu_minutes": round(minutes, 2), "pretrain_cpu_minutes": round(pre_minutes, 2),
+                   "finetune_cpu_minutes": round(minutes, 2), "pretrain_cpu_minutes": None if pre_minutes is None else round(float(pre_minutes), 2),
                    "finetune": {"steps": args.finetune_steps, "batch_seconds": args.batch_seconds, "lr": args.lr}}
             (cond / "result.json").write_text(json.dumps(row, indent=2, default=str))
             print(json.dumps(row, default=str))
