@@ -330,3 +330,33 @@ def test_reinit_layers_resets_only_the_top_transformer_layers(trained):
     with pytest.raises(LrasrError, match="reinit_layers is 9 but the checkpoint has"):
         build_model(load_recipe(write_recipe(root, work, init_from=str(work / "finetune" / "model"),
                                              reinit_layers=9)), tok)
+
+
+def test_reinitialized_layers_train_during_freeze_steps(trained, tmp_path):
+    """With reinit_layers, the fresh top layer trains with the head from update 1 (a frozen random
+    layer would only feed the head noise); the pretrained layers below stay frozen until freeze_steps."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    from lrasr.model.io import load_ctc_model
+    from lrasr.stages.finetune import run_finetune
+
+    root, work, recipe, summary = trained
+    w = tmp_path / "w"
+    shutil.copytree(work / "prepare", w / "prepare")
+    rec = load_recipe(write_recipe(tmp_path, w, init_from=str(work / "finetune" / "model"), max_steps=2,
+                                   freeze_steps=2, reinit_layers=1, eval_every=100, save_every=100))
+    run_finetune(rec, device="cpu", resume=False)
+    model, _ = load_ctc_model(w / "finetune" / "model")
+    after = model.state_dict()
+    saved = load_file(str(work / "finetune" / "model" / "model.safetensors"))
+    top = len(model.backbone.encoder.transformer.layers) - 1
+    moved = {k for k in saved if not torch.equal(saved[k], after[k])}
+    fresh = {k for k in saved if k.startswith(f"backbone.encoder.transformer.layers.{top}.")}
+    # the head and the re-initialized layer differ from the checkpoint; nothing else does
+    assert {k.removeprefix("backbone.").split(".")[0] for k in moved - fresh} == {"aux"}
+    # and the fresh layer trained: it is not just its new initialization (N(0, 0.02), zero biases)
+    bias = f"backbone.encoder.transformer.layers.{top}.feed_forward.output_dense.bias"
+    assert bias in after and float(after[bias].abs().max()) > 0

@@ -171,8 +171,12 @@ class FinetuneTask:
     def __init__(self, model: torch.nn.Module, tokenizer: Any, train_dataset: Any, targets: dict[str, list[int]],
                  freeze_steps: int, seed: int, metric: str, dev: pd.DataFrame | None = None,
                  dev_targets: dict[str, list[int]] | None = None, normalizer: Any = None,
-                 eval_batch_seconds: float = 60.0, freeze_feature_encoder: bool = True):
+                 eval_batch_seconds: float = 60.0, freeze_feature_encoder: bool = True,
+                 reinit_layers: list[int] | None = None):
         self.model, self.tokenizer, self.train_dataset = model, tokenizer, train_dataset
+        # trained from the first update: the new head and any re-initialized layers (new weights have
+        # nothing to protect, and a frozen random layer would feed the head noise for freeze_steps)
+        self.fresh = (HEAD, *(f"encoder.transformer.layers.{i}." for i in reinit_layers or []))
         self.targets, self.freeze_steps, self.seed = targets, freeze_steps, seed
         self.metric = f"dev_{metric}"
         # the recipe's metric with ties (e.g. WER stuck at 100 % early on) broken by the dev loss
@@ -196,7 +200,8 @@ class FinetuneTask:
                 or (cfg.feature_grad_mult == 0 and not self.freeze_feature_encoder))
 
     def on_step(self, step: int) -> None:
-        """Feature encoder always frozen; everything but the head frozen before ``freeze_steps``."""
+        """Feature encoder frozen unless configured otherwise; before ``freeze_steps`` only the head
+        and re-initialized layers train."""
         frozen = step < self.freeze_steps
         if frozen == self._frozen:
             return
@@ -205,7 +210,7 @@ class FinetuneTask:
             if ".feature_extractor." in f".{name}":
                 param.requires_grad_(not self.freeze_feature_encoder and not frozen)
             else:
-                param.requires_grad_(not frozen or name.split("backbone.")[-1].startswith(HEAD))
+                param.requires_grad_(not frozen or name.split("backbone.")[-1].startswith(self.fresh))
 
     def compute_loss(self, model: torch.nn.Module, batch: Any, step: int) -> tuple[torch.Tensor, dict[str, float], int]:
         targets = [self.targets[i] for i in batch.ids]
@@ -322,7 +327,8 @@ def run_finetune(recipe: Any, device: str | None = None, resume: bool = True, ma
     dataset = AudioDataset([("train", train_rows)], seed=recipe.seed)
     task = FinetuneTask(model, tokenizer, dataset, targets, freeze, recipe.seed, f.metric, dev_rows, dev_targets,
                         recipe_normalizer(recipe), eval_batch_seconds=f.max_device_batch_seconds,
-                        freeze_feature_encoder=init["freeze_feature_encoder"])
+                        freeze_feature_encoder=init["freeze_feature_encoder"],
+                        reinit_layers=init.get("reinit_layers"))
     train_cfg = f.model_copy(update={"lr": f.peak_lr(model.cfg.embed_dim)})
     result = train(task, train_cfg, out, device=device, resume=resume, max_steps=total)
 
