@@ -61,7 +61,7 @@ def _recipe(tmp_path: Path, speech_dir: Path, **pretrain) -> Path:
     return path
 
 
-def test_pretrain_stage_end_to_end(tmp_path, speech_dir):
+def test_pretrain_stage_end_to_end(tmp_path, speech_dir, capsys):
     from lrasr.model.io import load_model_dir
     from lrasr.stages.pretrain import run_pretrain
 
@@ -85,9 +85,12 @@ def test_pretrain_stage_end_to_end(tmp_path, speech_dir):
     assert "0.5, 0.5]" in json.dumps(saved)  # the saved model's config records the decay used
     # resuming from the checkpoint of update 2 follows the same schedule (and the same training)
     (out / "checkpoints" / "latest").write_text("step_0000002\n")
+    capsys.readouterr()
     resumed = run_pretrain(recipe)
+    assert "step_0000002 (update 2" in " ".join(capsys.readouterr().err.split()).replace("/ ", "/")
     again = read_metrics_csv(out / "metrics.csv")
-    assert [r["step"] for r in again] == [1, 2, 3, 4] and resumed["gumbel_temperature"] == pytest.approx([2.0, 0.5, 0.5])
+    assert [r["step"] for r in again] == [1, 2, 3, 4]
+    assert resumed["gumbel_temperature"] == pytest.approx([2.0, 0.5, 0.5])
     for before, after in zip(rows[2:], again[2:]):
         assert after["temperature"] == before["temperature"] and after["loss"] == pytest.approx(before["loss"])
     assert (out / "curves.png").stat().st_size > 5000
