@@ -272,3 +272,16 @@ def test_count_skipped_separates_divergence_from_unapplied_updates():
     # the RNG of a retried update is seeded from the attempts, so it draws anew (not the skipped draws)
     c.step = 7
     assert c.attempts == 12 and "attempts" not in c.state()
+
+
+def test_resume_check_names_settings_added_since_the_checkpoint(tmp_path):
+    """A setting the checkpoint does not record (added to lrasr later) is named as such; null for it
+    resumes (the checkpoint's .get() is None too), an edited setting is named as changed."""
+    from lrasr.train.loop import TrainingError, check_resume_settings
+
+    saved = {"lr": 0.001, "max_steps": 10}
+    check_resume_settings(saved, {"lr": 0.001, "max_steps": 10, "temperature_floor_at": None}, tmp_path)
+    with pytest.raises(TrainingError, match=r"lr changed; temperature_floor_at added to lrasr since"):
+        check_resume_settings(saved, {"lr": 0.002, "max_steps": 10, "temperature_floor_at": 0.7}, tmp_path)
+    with pytest.raises(TrainingError, match=r"\(temperature_floor_at added to lrasr since this checkpoint"):
+        check_resume_settings(saved, {"lr": 0.001, "max_steps": 10, "temperature_floor_at": 0.7}, tmp_path)

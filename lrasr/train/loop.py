@@ -161,8 +161,15 @@ def check_resume_settings(saved: dict[str, Any] | None, current: dict[str, Any],
         return
     changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     if changed:
+        # a setting the checkpoint does not record was added to lrasr after it was written: name it
+        # apart, since "restore the settings" cannot mean going back to a value that never existed
+        new = [k for k in changed if k not in saved]
+        edited = [k for k in changed if k in saved]
+        parts = ([f"{', '.join(edited)} changed"] if edited else []) + (
+            [f"{', '.join(new)} added to lrasr since this checkpoint was written: setting it to null "
+             "resumes where null means the old behaviour (see lrasr/recipe.py)"] if new else [])
         raise TrainingError(
-            f"this checkpoint was trained with other settings ({', '.join(changed)} changed); "
+            f"this checkpoint was trained with other settings ({'; '.join(parts)}); "
             "rerun with --no-resume to start over, or restore the settings to continue it", folder)
 
 
