@@ -104,6 +104,8 @@ def finetune_section(args: argparse.Namespace, init_from: str, train_encoder: bo
     extra = {"freeze_feature_encoder": False} if train_encoder else {}
     if reinit_layers:
         extra["reinit_layers"] = reinit_layers
+    if args.freeze_steps is not None and init_from != "none":
+        extra["freeze_steps"] = args.freeze_steps
     return {**extra, "model": "tiny", "init_from": init_from, "max_steps": args.finetune_steps, "lr": args.lr,
             "batch_seconds": args.batch_seconds, "max_device_batch_seconds": args.batch_seconds,
             "eval_every": args.eval_every, "log_every": 10, "save_every": args.eval_every,
@@ -150,6 +152,9 @@ def main() -> None:
                          "pretrained-encoder (feature encoder fine-tuned too, as from scratch), "
                          "pretrained-reinit (as pretrained, with the top --reinit-layers transformer layers "
                          "re-initialized), or none")
+    ap.add_argument("--freeze-steps", type=int, default=None,
+                    help="updates before the pretrained transformer trains (default: the recipe's, 10%% of "
+                         "the run); scratch never freezes")
     ap.add_argument("--reinit-layers", type=int, default=1,
                     help="top transformer layers reset in the pretrained-reinit arm (tiny has 2)")
     ap.add_argument("--threads", type=int, default=1)
