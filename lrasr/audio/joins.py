@@ -22,14 +22,20 @@ class JoinError(ValueError):
     """The best alignment of a piece with the samples before it is not a match."""
 
 
+def window_power(x: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Mean squares of ``x`` [n] in windows of ``width`` samples, half overlapping: (starts [w], power [w]);
+    empty when ``x`` is shorter than one window."""
+    hop = max(1, width // 2)
+    cumulative = np.concatenate([[0.0], np.cumsum(np.square(x, dtype=np.float64))])
+    starts = np.arange(0, x.size - width + 1, hop) if width > 0 else np.zeros(0, dtype=np.int64)
+    return starts, (cumulative[starts + width] - cumulative[starts]) / max(width, 1)
+
+
 def loudest(x: np.ndarray, width: int) -> float:
     """Largest mean square over ``x`` [n] in windows of ``width`` samples, half overlapping."""
     if x.size < width or width <= 0:
         return float(np.square(x, dtype=np.float64).mean()) if x.size else 0.0
-    hop = max(1, width // 2)
-    power = np.concatenate([[0.0], np.cumsum(np.square(x, dtype=np.float64))])
-    starts = np.arange(0, x.size - width + 1, hop)
-    return float(((power[starts + width] - power[starts]) / width).max())
+    return float(window_power(x, width)[1].max())
 
 
 def join_offset(ref: np.ndarray, ref_start: int, piece: np.ndarray, piece_start: int, width: int, most: int,
@@ -43,13 +49,10 @@ def join_offset(ref: np.ndarray, ref_start: int, piece: np.ndarray, piece_start:
     shift = ref_start - piece_start  # ref[k] is piece[k + shift] when the offset is 0
     first = max(0, settle + most - shift)
     stop = min(ref.size, piece.size - shift - most) - width
-    best, best_energy = None, quiet
-    for k in range(first, stop + 1, max(1, width // 2)):
-        energy = float(np.square(ref[k:k + width], dtype=np.float64).mean())
-        if energy >= best_energy:
-            best, best_energy = k, energy
-    if best is None:
+    starts, power = window_power(ref[first:stop + width], width) if stop >= first else (np.zeros(0), np.zeros(0))
+    if power.size == 0 or power.max() < quiet:
         return None
+    best = first + int(starts[power.size - 1 - int(np.argmax(power[::-1]))])  # the last loudest window
     target = ref[best:best + width].astype(np.float64)
     seg = piece[best + shift - most: best + shift + most + width].astype(np.float64)  # lags -most..most
     # squared error of the target against seg[o:o + width] for every o, via FFT cross-correlation. Once
