@@ -180,20 +180,13 @@ class AudioDataset:
                 wave = self.load_item(spec.epoch, index)
             except AudioError as exc:
                 # one unreadable file must not stop a long run: leave it out of this batch, say so
-                if index not in self.unreadable:
-                    self.unreadable.add(index)
-                    from lrasr.report import warn
-
-                    warn(f"{exc} -- left out of training (fix or remove its manifest row)")
+                _warn_once(self.unreadable, index, f"{exc} -- left out of training (fix or remove its manifest row)")
                 continue
             if len(wave) == 0:
                 # an empty file, or a manifest duration longer than the audio (a crop past its end)
-                if index not in self.empty:
-                    self.empty.add(index)
-                    from lrasr.report import warn
-
-                    warn(f"{self.paths[index]}: no sample decoded (the manifest says {self.durations[index]:g} s) "
-                         "-- left out of its batch (fix the file or its manifest row)")
+                _warn_once(self.empty, index, f"{self.paths[index]}: no sample decoded (the manifest says "
+                                              f"{self.durations[index]:g} s) -- left out of its batch (fix the "
+                                              "file or its manifest row)")
                 continue
             waves.append(torch.from_numpy(np.ascontiguousarray(wave)))
             kept.append(index)
@@ -327,3 +320,12 @@ def iterate_groups(dataset: AudioDataset, plan: EpochPlan, rank: int, world_size
 
 def _identity(x: Any) -> Any:
     return x
+
+
+def _warn_once(seen: set[int], index: int, message: str) -> None:
+    """Warn about item ``index`` the first time only (``seen`` records it): a bad file is drawn every epoch."""
+    if index not in seen:
+        seen.add(index)
+        from lrasr.report import warn
+
+        warn(message)
