@@ -48,11 +48,16 @@ def _launch_two_nodes(recipes: list[Path], port: int) -> list[subprocess.Complet
         except subprocess.TimeoutExpired:
             for p in procs:
                 p.kill()
-            raise
+            tails = [p.communicate()[1][-1500:] for p in procs]  # what each node said before it hung
+            pytest.fail("two-node torchrun did not finish in 240 s; node stderr tails:\n"
+                        + "\n---\n".join(tails))
         results.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
     return results
 
 
+# slow: in one of five full-suite runs on a fresh clone the two node agents hung (no output within 240 s)
+# while the test alone passes in ~12 s; until that is understood it runs with `make test-slow`
+@pytest.mark.slow
 def test_two_nodes_shared_workdir_equal_one_process(tmp_path, speech_dir):  # noqa: F811
     """Two nodes on a shared workdir train the same weights as one process on the combined batch, and
     only global rank 0 (node 0) writes the model and prints the summary."""
