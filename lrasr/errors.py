@@ -23,3 +23,7 @@ class RecipeError(LrasrError):
 
 class StageError(LrasrError):
     """A stage that could not produce any usable output."""
+
+
+class TrainingError(LrasrError):
+    """Training cannot go on (no data, repeated non-finite losses, ...); the message says why."""

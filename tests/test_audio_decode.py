@@ -219,11 +219,11 @@ def test_ffmpeg_blocks_join_exactly_after_silence(tmp_path, ext, codec, silent):
 def test_ffmpeg_join_misplaced_beyond_search_raises(tmp_path, monkeypatch):
     """A container whose later ranges start 300 ms away from where they claim (beyond the +-150 ms
     searched) is an AudioError naming the file, not blocks shifted in silence."""
-    import lrasr.audio.decode as decode
+    import lrasr.audio.codec_reader as codec_reader
 
     sf.write(tmp_path / "c.wav", _chirp(14.0), 44100)
     path = _ffmpeg(tmp_path / "c.wav", tmp_path / "c.m4a", "-c:a", "aac")
-    real = decode._torchcodec_decoder
+    real = codec_reader.torchcodec_decoder
 
     class Misplaced:
         def __init__(self, inner):
@@ -232,7 +232,7 @@ def test_ffmpeg_join_misplaced_beyond_search_raises(tmp_path, monkeypatch):
         def get_samples_played_in_range(self, start, stop=None):
             return self.inner.get_samples_played_in_range(start + 0.3 if start else start, stop)
 
-    monkeypatch.setattr(decode, "_torchcodec_decoder", lambda p: Misplaced(real(p)))
+    monkeypatch.setattr(codec_reader, "torchcodec_decoder", lambda p: Misplaced(real(p)))
     with pytest.raises(AudioError, match="sample-exactly") as err:
         list(iter_blocks(path, block_seconds=2.5))
     assert str(path) in str(err.value)

@@ -277,7 +277,8 @@ def test_count_skipped_separates_divergence_from_unapplied_updates():
 def test_resume_check_names_settings_added_since_the_checkpoint(tmp_path):
     """A setting the checkpoint does not record (added to lrasr later) is named as such; null for it
     resumes (the checkpoint's .get() is None too), an edited setting is named as changed."""
-    from lrasr.train.loop import TrainingError, check_resume_settings
+    from lrasr.train.loop import TrainingError
+    from lrasr.train.resume import check_resume_settings
 
     saved = {"lr": 0.001, "max_steps": 10}
     check_resume_settings(saved, {"lr": 0.001, "max_steps": 10, "temperature_floor_at": None}, tmp_path)
