@@ -63,6 +63,18 @@ def resolve_device(requested: str | torch.device | None, local_rank: int = 0) ->
     return torch.device("cpu")
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` (CUDA) has bf16 tensor cores (compute capability 8.0+, or ROCm).
+
+    Not ``torch.cuda.is_bf16_supported()``: by default it also says True where bf16 is only emulated
+    (V100, T4), where bf16 training runs several times slower than fp16; and it asks the current
+    device, not necessarily ``device``.
+    """
+    if torch.version.hip:
+        return True
+    return torch.cuda.get_device_capability(device)[0] >= 8
+
+
 def init_distributed(device: torch.device) -> DistInfo:
     """Join the process group torchrun describes (gloo on CPU, nccl on CUDA); no-op for one process."""
     info = env_info()

@@ -159,12 +159,13 @@ class TrainResult:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """fp32 on the CPU always; on CUDA ``auto`` means bf16 where supported, else fp16."""
+    """fp32 on the CPU always; on CUDA ``auto`` means bf16 where ``device`` computes it natively, else fp16."""
     if device.type != "cuda":
         return "fp32"
     if precision == "auto":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if D.native_bf16(device) else "fp16"
     return precision
+
 
 
 def find_unused_parameters(task: Any, model: torch.nn.Module) -> bool:
