@@ -230,12 +230,13 @@ def forward_batches(model: Any, waves: Sequence[Any], device: Any = "cpu", batch
 
     Yields ``(indices, logits [B, F, V] float32 on the CPU, frames [B])`` with at most
     ``batch_seconds`` of padded audio per batch; ``indices`` point into ``waves``. The model must
-    already be in eval mode on ``device``; bf16 autocast is used on CUDA.
+    already be in eval mode on ``device``; on CUDA it runs under ``lrasr.decode.acoustic.run_model``'s
+    autocast (bf16, or fp16 with a float32 rerun on overflow where bf16 is not native).
     """
-    import contextlib
-
     import numpy as np
     import torch
+
+    from lrasr.decode.acoustic import run_model
 
     device = torch.device(device)
     order = sorted(range(len(waves)), key=lambda i: len(waves[i]))
@@ -245,15 +246,14 @@ def forward_batches(model: Any, waves: Sequence[Any], device: Any = "cpu", batch
             batches[-1].append(i)
         else:
             batches.append([i])
-    cast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext())
     for idx in batches:
         longest = max(len(waves[i]) for i in idx)
         x = torch.zeros(len(idx), max(longest, 400), dtype=torch.float32)
         for row, i in enumerate(idx):
             x[row, : len(waves[i])] = torch.from_numpy(np.asarray(waves[i], dtype=np.float32))
         lengths = torch.tensor([max(len(waves[i]), 400) for i in idx], dtype=torch.int64)
-        with torch.no_grad(), cast:
-            logits, frames = model(x.to(device), lengths.to(device))
+        with torch.no_grad():  # lengths stay on the CPU, where the model's frame bookkeeping is
+            logits, frames = run_model(model, x.to(device), lengths, device)
         yield idx, logits.float().cpu(), frames.cpu()
 
 

@@ -1,4 +1,4 @@
-"""Batched acoustic inference: waveforms -> CTC log-probabilities, length-sorted, bf16 on CUDA."""
+"""Batched acoustic inference: waveforms -> CTC log-probabilities, length-sorted, bf16 (or fp16) on CUDA."""
 
 from __future__ import annotations
 
@@ -19,6 +19,32 @@ def resolve_device(device: str | None) -> torch.device:
     from lrasr.train.distributed import resolve_device as resolve
 
     return resolve(device)
+
+
+def inference_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for inference on ``device``: None (float32) on the CPU; bf16 on GPUs that
+    compute it natively (Ampere and later); fp16 on older GPUs (V100, T4), where bf16 is only
+    emulated and slow (``AcousticModel`` reruns a batch whose fp16 logits overflow in float32)."""
+    if device.type != "cuda":
+        return None
+    from lrasr.train.distributed import native_bf16
+
+    return torch.bfloat16 if native_bf16(device) else torch.float16
+
+
+def run_model(model: torch.nn.Module, waveforms: torch.Tensor, lengths: torch.Tensor,
+              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A CTC model's forward pass under ``inference_dtype(device)``: waveforms [B, S] on ``device``,
+    lengths [B] (best on the CPU, where the model's frame bookkeeping is) -> (logits [B, F, V], frames [B]).
+    fp16 logits that overflowed (inf/NaN) are computed again in float32 for this batch."""
+    dtype = inference_dtype(device)
+    if dtype is None:
+        return model(waveforms, lengths)
+    with torch.autocast(device.type, dtype=dtype):
+        logits, frames = model(waveforms, lengths)
+    if dtype == torch.float16 and not bool(torch.isfinite(logits).all()):
+        return model(waveforms, lengths)
+    return logits, frames
 
 
 def load_model(model_dir: str | Path, device: torch.device):
@@ -79,13 +105,9 @@ class AcousticModel:
             for row, i in enumerate(group):
                 wave = np.asarray(waves[i], dtype=np.float32)
                 batch[row, : len(wave)] = torch.from_numpy(wave)
+            # lengths stay on the CPU, where the model does its frame bookkeeping (no device round trip)
             lens = torch.tensor([lengths[i] for i in group])
-            batch, lens = batch.to(self.device), lens.to(self.device)
-            if self.device.type == "cuda":
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    logits, out_lens = self.model(batch, lens)
-            else:
-                logits, out_lens = self.model(batch, lens)
+            logits, out_lens = run_model(self.model, batch.to(self.device), lens, self.device)
             # CTC decoding needs normalized scores; float32 because bf16 rounds small log-probs coarsely
             logp = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
             out_lens = out_lens.cpu().tolist() if out_lens is not None else [logp.shape[1]] * len(group)
