@@ -102,3 +102,103 @@ def test_fp16_inference_falls_back_to_float32_when_logits_overflow(monkeypatch):
     seen.clear()
     (idx, logits, frames), = forward_batches(model, waves, "cpu", 60.0)
     assert seen == [("cpu", True), ("cpu", False)] and torch.isfinite(logits).all()
+
+
+# ------------------------------------------------------------------ fake CUDA tensors (no GPU needed)
+def _fake_cuda_mode():
+    """A FakeTensorMode in which real CPU tensors stay real (the models' frame/mask bookkeeping runs
+    for real on the CPU) and tensors moved or created on "cuda" are fake CUDA tensors: mixing devices
+    raises as on a GPU, and reading a fake CUDA value (``.item()``/``float()``: a host-device sync) is
+    recorded and answered with a dummy value."""
+    fake = pytest.importorskip("torch._subclasses.fake_tensor")
+    from torch.utils import _pytree as pytree
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    import traceback
+
+    copies = (torch.ops.aten._to_copy.default, torch.ops.aten.detach.default)
+
+    class Mode(fake.FakeTensorMode):
+        def __init__(self):
+            super().__init__(allow_non_fake_inputs=True)
+            self.syncs: list[str] = []
+            # fake CUDA copies of real CPU tensors -> (the fake, its real value): copying one back to
+            # the CPU is a sync that returns the real value, so CPU bookkeeping stays exact
+            self.real: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            if not any(isinstance(t, fake.FakeTensor) for t in pytree.tree_leaves((args, kwargs))):
+                device = kwargs.get("device")
+                if device is None or torch.device(device).type == "cpu":
+                    with _disable_current_modes():
+                        return func(*args, **kwargs)
+            if func is torch.ops.aten._local_scalar_dense.default:
+                self.syncs.append("".join(traceback.format_stack(limit=8)))
+                return False if args[0].dtype == torch.bool else 1
+            source = args[0] if func in copies else None
+            known = source is not None and id(source) in self.real
+            to_cpu = known and kwargs.get("device") is not None and torch.device(kwargs["device"]).type == "cpu"
+            if to_cpu:
+                self.syncs.append("".join(traceback.format_stack(limit=8)))
+            if known:
+                with _disable_current_modes():
+                    value = func(self.real[id(source)][1], *args[1:], **{k: v for k, v in kwargs.items()
+                                                                        if k != "device"})
+                if to_cpu:
+                    return value
+            out = super().__torch_dispatch__(func, types, args, kwargs)
+            if func in copies and isinstance(out, fake.FakeTensor) and (known or not isinstance(source, fake.FakeTensor)):
+                self.real[id(out)] = (out, value if known else source)
+            return out
+
+    return Mode()
+
+
+def _cuda_autocast(dtype, monkeypatch):
+    """``torch.autocast("cuda")`` refuses to switch on without CUDA: let it believe there is one."""
+    with monkeypatch.context() as m:
+        m.setattr(torch.cuda, "is_available", lambda: True)
+        m.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+        return torch.autocast("cuda", dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_models_run_on_fake_cuda_without_device_mixing_or_hidden_syncs(dtype, monkeypatch):
+    """Both models' forward passes with CUDA parameters and inputs under CUDA autocast, lengths on the
+    CPU as the loop passes them (and on the device, as DistributedDataParallel moves them): no tensor
+    created on the wrong device, losses and contrastive logits in float32, CTC logits in the autocast
+    dtype; the CTC forward never waits for the GPU, the pretraining forward only for its three logged
+    metrics (accuracy, code and prob perplexity)."""
+    from lrasr.model.config import Wav2Vec2Config
+    from lrasr.model.pretraining import Wav2Vec2ForPreTraining
+
+    cfg = dataclasses.replace(Wav2Vec2Config.preset("tiny"), num_layers=2)
+    cast = _cuda_autocast(dtype, monkeypatch)
+    mode = _fake_cuda_mode()
+    with mode:
+        with torch.device("cuda"):
+            pre = Wav2Vec2ForPreTraining(cfg)
+            torch.manual_seed(0)
+            ctc = _tiny_ctc()
+        assert next(pre.parameters()).device.type == "cuda"
+        wave = torch.randn(3, 16000).to("cuda")
+        for lengths in (torch.tensor([16000, 12000, 9000]), torch.tensor([16000, 12000, 9000]).to("cuda")):
+            mode.syncs.clear()
+            with cast:
+                out = pre(wave, lengths)
+            assert out.loss.dtype == out.logits.dtype == torch.float32 and out.loss.device.type == "cuda"
+            # the three logged metrics, plus one copy of device lengths to the CPU (frame_layout) and
+            # one in the feature encoder when DDP moved them (the loop passes them on the CPU)
+            expected = 3 if lengths.device.type == "cpu" else 5
+            assert len(mode.syncs) == expected and out.num_masked > 0, mode.syncs
+            for train in (True, False):
+                ctc.train(train)
+                mode.syncs.clear()
+                with cast, torch.set_grad_enabled(train):
+                    logits, frames = ctc(wave, lengths)
+                assert logits.dtype == dtype and logits.device.type == frames.device.type == "cuda"
+                assert len(mode.syncs) == (0 if lengths.device.type == "cpu" else 2), mode.syncs
+        pre.eval()
+        with cast, torch.no_grad():
+            assert pre(wave, torch.tensor([16000, 16000, 16000])).loss.dtype == torch.float32
