@@ -21,17 +21,19 @@ def transcribe(
     model: Path = typer.Option(..., "--model", "-m", help="Fine-tuned model folder."),
     lm: Optional[Path] = typer.Option(None, "--lm", help="LM folder from `lrasr lm build` (beam search)."),
     format: str = typer.Option("txt", "--format", "-f", help="txt, jsonl, tsv, srt or vtt."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o",
-                                          help="Output file (a folder for srt/vtt of several inputs); default stdout."),
+    # a str, not a Path: a trailing "/" (a folder to create) must survive the parsing
+    output: Optional[str] = typer.Option(None, "--output", "-o",
+                                         help="Output file, or a folder (existing or ending in /): one file per input "
+                                              "for srt/vtt, transcripts.<format> otherwise; default stdout."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda when available)."),
     decoder: Optional[str] = typer.Option(None, help="greedy or beam (default: beam with --lm, else greedy)."),
-    beam_width: Optional[int] = typer.Option(None, help="Beam width (default 50)."),
+    beam_width: Optional[int] = typer.Option(None, min=1, help="Beam width (default 50)."),
     alpha: Optional[float] = typer.Option(None, help="LM weight (default: the LM's tuned.json, else 0.5)."),
     beta: Optional[float] = typer.Option(None, help="Word insertion bonus (default: tuned.json, else 1.0)."),
     hotword: List[str] = typer.Option([], "--hotword", help="A word or phrase to favour (repeatable)."),
     hotword_weight: Optional[float] = typer.Option(None, help="Score bonus for hotwords (default 10)."),
-    chunk_seconds: Optional[float] = typer.Option(None, help="Longest chunk given to the model (default 20)."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Beam-search processes (default: CPU count)."),
+    chunk_seconds: Optional[float] = typer.Option(None, min=1.0, help="Longest chunk given to the model (default 20)."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Beam-search processes (default: CPU count)."),
 ) -> None:
     """Transcribe audio of any length: greedy or KenLM beam search."""
     from lrasr.decode.formats import FORMATS

@@ -40,7 +40,7 @@ def finetune(
 def evaluate(
     manifest: Path = typer.Argument(..., help="Labeled manifest (TSV with id, audio, text[, speaker])."),
     model: Path = typer.Option(..., "--model", "-m", help="Fine-tuned model folder (finetune/model)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o",
+    out: Optional[Path] = typer.Option(None, "--output", "--out", "-o",
                                        help="Report folder (default: eval/<manifest folder> beside the model)."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: auto)."),
     language: Optional[str] = typer.Option(None, help="Language for text normalization (default: the model's)."),

@@ -63,7 +63,8 @@ def read_manifest(path: str | Path, required: Iterable[str] = ("id", "audio", "d
         raise LrasrError(f"not a valid manifest ({exc})", path) from None
     missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise LrasrError(f"manifest lacks column(s) {', '.join(missing)}", path)
+        raise LrasrError(f"manifest lacks column(s) {', '.join(missing)} (it has: {', '.join(map(str, frame.columns))})",
+                         path)
     for col in NUMERIC_COLUMNS:
         if col in frame.columns:
             frame[col] = pd.to_numeric(frame[col].replace("", None), errors="coerce")

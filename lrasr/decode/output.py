@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -48,8 +49,14 @@ def write_results(results: Sequence, fmt: str, output: str | Path | None, stdout
         else:
             print(text, end="")
         return []
+    # "out/" names a folder even before it exists (Path() would drop the slash and write a file "out")
+    folder = str(output).endswith(("/", os.sep)) or Path(output).is_dir()
     output = Path(output)
-    if fmt in ("srt", "vtt") and (len(items) > 1 or output.is_dir()):
+    if folder:
+        if output.exists() and not output.is_dir():
+            raise LrasrError("--output ends in a slash (a folder) but a file of that name exists", output)
+        output.mkdir(parents=True, exist_ok=True)
+    if fmt in ("srt", "vtt") and (len(items) > 1 or folder):
         if output.exists() and not output.is_dir():
             raise LrasrError(f"{fmt} for several inputs needs --output to be a folder (one file per input)", output)
         output.mkdir(parents=True, exist_ok=True)

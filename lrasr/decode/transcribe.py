@@ -34,18 +34,41 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS)
-            if not found:
-                warn(f"{path}: no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) in this folder")
-            out.extend(found)
+            out.extend(_folder_audio(path))
         elif path.is_file() and path.suffix.lower() == ".tsv":
-            frame = read_manifest(path, required=("audio",))
-            out.extend(audio_paths(frame, path))
+            out.extend(_manifest_audio(path))
         elif path.exists() or path.suffix.lower() in AUDIO_EXTENSIONS:
             out.append(path)  # unreadable files are reported (and skipped) when transcribed
         else:
             raise LrasrError("input not found (give audio files, folders or a manifest .tsv)", path)
     return out
+
+
+def _folder_audio(folder: Path) -> list[Path]:
+    """Audio files below ``folder``, sorted; broken links with an audio extension are kept (they are
+    reported as unreadable later) and every other file is counted in one warning, never dropped silently."""
+    found, skipped = [], []
+    for p in sorted(folder.rglob("*")):
+        if p.suffix.lower() in AUDIO_EXTENSIONS and (p.is_file() or (p.is_symlink() and not p.exists())):
+            found.append(p)
+        elif p.is_file():
+            skipped.append(p)
+    if not found:
+        warn(f"{folder}: no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) in this folder")
+    if skipped:
+        warn(f"{folder}: {len(skipped)} file(s) skipped, extension not one of {', '.join(sorted(AUDIO_EXTENSIONS))} "
+             f"(e.g. {skipped[0].name}); give them as files to try them anyway")
+    return found
+
+
+def _manifest_audio(path: Path) -> list[Path]:
+    """Audio paths of a manifest: lrasr's ``audio`` column, or ``path`` as in a labeled corpus TSV."""
+    frame = read_manifest(path, required=())
+    column = next((c for c in ("audio", "path") if c in frame.columns), None)
+    if column is None:
+        found = ", ".join(map(str, frame.columns))
+        raise LrasrError(f"no `audio` or `path` column naming the audio files (found: {found})", path)
+    return audio_paths(frame.rename(columns={column: "audio"}) if column != "audio" else frame, path)
 
 
 @dataclass
@@ -204,7 +227,13 @@ def build_transcriber(model_dir: str | Path, lm_dir: str | Path | None = None, d
     from lrasr.decode.acoustic import AcousticModel
     from lrasr.recipe import DecodeConfig, VadConfig
 
-    cfg = (decode_cfg or DecodeConfig()).model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    from pydantic import ValidationError
+
+    base = (decode_cfg or DecodeConfig()).model_dump()
+    try:  # model_copy(update=...) would skip the field checks (chunk_seconds > 0, beam_width >= 1)
+        cfg = DecodeConfig.model_validate({**base, **{k: v for k, v in overrides.items() if v is not None}})
+    except ValidationError as err:
+        raise LrasrError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())) from None
     acoustic = AcousticModel(model_dir, device=device, batch_seconds=cfg.batch_seconds)
     beam = None
     if decoder == "beam":

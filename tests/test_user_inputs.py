@@ -1,0 +1,106 @@
+"""What an outside user does on the first day: their own folders, manifests, option values and output
+paths. Each test is a problem found by running lrasr the way a user would (session 4)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from lrasr.audio.decode import SAMPLE_RATE
+from lrasr.decode.transcribe import expand_inputs
+from lrasr.errors import LrasrError
+
+
+def _wav(path: Path, seconds: float = 0.2) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), np.zeros(int(seconds * SAMPLE_RATE), np.float32), SAMPLE_RATE)
+    return path
+
+
+def test_folder_input_names_what_it_skipped_and_keeps_broken_links(tmp_path, capsys):
+    """A folder's files with other extensions (.wma, .txt) used to vanish without a word, and a broken
+    symbolic link named .wav too: the link is now an input (reported unreadable when transcribed) and
+    the skipped files are counted in a warning that names an example and says how to include them."""
+    folder = tmp_path / "rec"
+    good = _wav(folder / "b.wav")
+    _wav(folder / "sub" / "a.WAV")
+    (folder / "clip.wma").write_bytes(b"\x00" * 10)
+    (folder / "notes.txt").write_text("x", encoding="utf-8")
+    os.symlink(tmp_path / "gone.wav", folder / "broken.wav")
+    paths = expand_inputs([folder])
+    assert paths == [folder / "b.wav", folder / "broken.wav", folder / "sub" / "a.WAV"]
+    assert good in paths
+    err = " ".join(capsys.readouterr().err.split())
+    assert "2 file(s)" in err and "clip.wma" in err and "give them as files" in err
+
+
+def test_manifest_with_a_path_column_is_transcribable(tmp_path):
+    """`lrasr transcribe transcripts.tsv`: a labeled TSV in lrasr's own corpus layout names its audio in a
+    `path` column (corpora.labeled[].audio_column's default); it was refused ("lacks column(s) audio")."""
+    a = _wav(tmp_path / "audio" / "x.wav")
+    tsv = tmp_path / "transcripts.tsv"
+    tsv.write_text("path\ttext\naudio/x.wav\tone\n", encoding="utf-8")
+    assert expand_inputs([tsv]) == [a]
+    other = tmp_path / "other.tsv"
+    other.write_text("file\ttext\naudio/x.wav\tone\n", encoding="utf-8")
+    with pytest.raises(LrasrError, match=r"no `audio` or `path` column.*found: file, text"):
+        expand_inputs([other])
+
+
+def test_missing_manifest_column_message_lists_the_columns_found(tmp_path):
+    from lrasr.data.manifest import read_manifest
+
+    tsv = tmp_path / "t.tsv"
+    tsv.write_text("path\ttext\nx.wav\tone\n", encoding="utf-8")
+    with pytest.raises(LrasrError, match=r"lacks column\(s\) id, audio \(it has: path, text\)"):
+        read_manifest(tsv, required=("id", "audio", "text"))
+
+
+def test_subtitle_output_ending_in_a_slash_is_a_folder(tmp_path):
+    """`-f srt -o subs/` with one input wrote a FILE named `subs` (the slash was lost on the way)."""
+    from lrasr.decode.output import write_results
+    from lrasr.decode.transcribe import FileResult
+    from lrasr.decode.types import Hypothesis
+
+    results = [FileResult(Path("/x/talk.wav"), Hypothesis(""))]
+    written = write_results(results, "srt", str(tmp_path / "subs") + "/")
+    assert written == [tmp_path / "subs" / "talk.srt"] and (tmp_path / "subs").is_dir()
+    written = write_results(results, "txt", str(tmp_path / "texts") + os.sep)
+    assert written == [tmp_path / "texts" / "transcripts.txt"]
+
+
+@pytest.mark.parametrize("option", [["--chunk-seconds", "0"], ["--beam-width", "0"]])
+def test_transcribe_refuses_impossible_option_values_in_one_line(tmp_path, option):
+    """--chunk-seconds 0 and --beam-width 0 ended in a traceback (ValueError from argmin / max)."""
+    from typer.testing import CliRunner
+
+    from lrasr.cli import app
+
+    wav = _wav(tmp_path / "a.wav")
+    res = CliRunner().invoke(app, ["transcribe", "-m", str(tmp_path / "nomodel"), str(wav), *option])
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and option[0] in res.output
+
+
+def test_build_transcriber_validates_decode_overrides(tmp_path):
+    """The library path (transcribe_files(..., chunk_seconds=0)) skipped DecodeConfig's checks."""
+    from lrasr.decode.transcribe import build_transcriber
+
+    with pytest.raises(LrasrError, match="chunk_seconds"):
+        build_transcriber(tmp_path / "nomodel", chunk_seconds=0.0)
+
+
+def test_evaluate_accepts_output_like_every_other_command(tmp_path):
+    """README and the other commands say --output; evaluate only knew --out ("No such option")."""
+    from typer.testing import CliRunner
+
+    from lrasr.cli import app
+
+    res = CliRunner().invoke(app, ["evaluate", "-m", str(tmp_path / "nomodel"), str(tmp_path / "m.tsv"),
+                                   "--output", str(tmp_path / "rep")])
+    assert "No such option" not in res.output
+    assert res.exit_code == 2
