@@ -104,3 +104,25 @@ def test_evaluate_accepts_output_like_every_other_command(tmp_path):
                                    "--output", str(tmp_path / "rep")])
     assert "No such option" not in res.output
     assert res.exit_code == 2
+
+
+def test_recipe_validate_catches_what_only_a_later_stage_used_to_find(tmp_path):
+    """`lrasr recipe validate` said "ok" for an unknown model preset, a misspelt model field and a language
+    with no known script; the mistake then surfaced only when that stage ran (pretrain after prepare)."""
+    from typer.testing import CliRunner
+
+    from lrasr.cli import app
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nlanguage: xx\nworkdir: w\npretrain: {model: huge}\n"
+                      "finetune: {model: {preset: tiny, dropot: 0.1}}\n", encoding="utf-8")
+    res = CliRunner().invoke(app, ["recipe", "validate", str(recipe)])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2, res.output
+    assert "pretrain.model: unknown model preset 'huge'" in out
+    assert "finetune.model:" in out and "dropot" in out
+    assert "language: no default script for language 'xx'" in out
+    good = tmp_path / "g.yaml"
+    good.write_text("name: g\nlanguage: ml\nworkdir: w\npretrain: {model: tiny}\n", encoding="utf-8")
+    res = CliRunner().invoke(app, ["recipe", "validate", str(good)])
+    assert res.exit_code == 0 and "ok" in res.output

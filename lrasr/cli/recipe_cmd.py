@@ -21,6 +21,12 @@ def validate(
     check_paths: bool = typer.Option(True, help="Also check that corpus paths exist."),
 ) -> None:
     """Validate recipes: unknown keys, wrong types and missing paths are reported with the key's path."""
+    from lrasr.errors import LrasrError
+    from lrasr.recipe_checks import semantic_problems
+
     for path in recipes:
         recipe = load(path, check_paths=check_paths)
+        problems = semantic_problems(recipe)
+        if problems:
+            raise LrasrError("\n".join(f"{path}: {p}" for p in problems))
         console.print(f"[green]ok[/] {path}: {recipe.name} ({recipe.language}), stages: {', '.join(recipe.stages())}")

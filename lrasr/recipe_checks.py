@@ -1,0 +1,28 @@
+"""Checks of a loaded recipe that its schema cannot make: values whose meaning lives in another module
+(model presets and fields, the language's script). ``lrasr recipe validate`` runs them so a mistake is
+found before the first stage starts, not when the stage that reads the value runs hours later."""
+
+from __future__ import annotations
+
+from lrasr.errors import LrasrError
+
+
+def semantic_problems(recipe) -> list[str]:
+    """One line per problem, each starting with the recipe key it is about (empty when all is well)."""
+    from lrasr.model.config import Wav2Vec2Config
+    from lrasr.text.normalize import Normalizer
+
+    problems = []
+    for stage in ("pretrain", "finetune"):
+        section = getattr(recipe, stage)
+        if section is None:
+            continue
+        try:
+            Wav2Vec2Config.from_recipe(section.model)
+        except LrasrError as exc:
+            problems.append(f"{stage}.model: {str(exc).removeprefix('recipe model: ')}")
+    try:
+        Normalizer(recipe.language, recipe.prepare.text)
+    except LrasrError as exc:
+        problems.append(f"language: {exc}")
+    return problems
