@@ -202,3 +202,43 @@ def test_models_run_on_fake_cuda_without_device_mixing_or_hidden_syncs(dtype, mo
         pre.eval()
         with cast, torch.no_grad():
             assert pre(wave, torch.tensor([16000, 16000, 16000])).loss.dtype == torch.float32
+
+
+def test_the_loss_is_read_before_backward_is_queued():
+    """On a GPU, reading the loss after ``backward()`` was queued makes the host wait for the whole
+    backward pass before it can prepare the next micro-batch (loading, masks, launches): the loop
+    must read it before. Float reads are logged in order with the passes (a CPU run shows the order)."""
+    from torch.overrides import TorchFunctionMode
+
+    from lrasr.train.batching import Batch
+    from lrasr.train.distributed import DistInfo
+    from lrasr.train.update import run_update
+
+    events: list[str] = []
+
+    class Log(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            name = getattr(func, "__name__", "")
+            if name == "backward":
+                events.append("backward")
+            elif name in ("item", "__float__", "tolist") and args[0].dtype == torch.float32:
+                events.append("read")
+            return func(*args, **(kwargs or {}))
+
+    class Task:
+        def compute_loss(self, model, batch, step):
+            events.append("forward")
+            return model(batch.waveforms).sum(), {}, 2
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    params = list(model.parameters())
+    batches = [Batch(torch.randn(2, 4), torch.tensor([4, 4]), ["a", "b"], [{}, {}]) for _ in range(3)]
+    with Log():
+        out = run_update(Task(), model, torch.optim.AdamW(params), None, params, batches, 0, "fp32",
+                         torch.device("cpu"), DistInfo(0, 1, 0), 1.0)
+    assert out["skipped"] is None and events.count("backward") == 3
+    last = max(i for i, e in enumerate(events) if e == "backward")
+    for i, event in enumerate(events[:last]):
+        if event == "backward":
+            assert events[i + 1] == "forward", events

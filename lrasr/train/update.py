@@ -139,7 +139,10 @@ def _forward_backward(task: Any, model: torch.nn.Module, batch: Batch, step: int
     """
     with autocast(precision, device):
         loss, batch_metrics, size = task.compute_loss(model, batch, step)
-    finite = bool(torch.isfinite(loss.detach()).item())
+    # the loss's value is read once, before backward is queued: a read after it would make the host
+    # wait on a GPU for the whole backward pass before it could prepare the next micro-batch
+    value = float(loss.detach())
+    finite = math.isfinite(value)
     if not finite:
         acc.nonfinite = 1.0
     if weight != 0.0:
@@ -151,7 +154,7 @@ def _forward_backward(task: Any, model: torch.nn.Module, batch: Batch, step: int
     if weight == 0.0 or not finite:
         return finite
     size = float(size)
-    acc.loss_sum += float(loss.detach())
+    acc.loss_sum += value
     acc.sample_size += size
     for key, value in batch_metrics.items():
         s, w = acc.metrics.get(key, (0.0, 0.0))
