@@ -15,8 +15,10 @@ On a shared CPU machine wall-clock steps also count the time spent waiting for a
 with the other jobs; the report therefore also gives each step's process CPU time (with one thread:
 the compute the step itself took), best and median, next to the wall-clock numbers.
 
-On CUDA the step runs under bf16 autocast and the report adds model FLOPs utilization (FLOPs of one
-step counted with torch.utils.flop_counter, over the step time and the GPU's dense bf16 peak).
+On CUDA the step runs under autocast in the dtype training would use (bf16 where the GPU has it
+natively, else fp16: ``lrasr.train.distributed.native_bf16``) and the report adds model FLOPs
+utilization (FLOPs of one step counted with torch.utils.flop_counter, over the step time and the GPU's
+dense peak in that dtype; ``--flops`` counts them on the CPU too, e.g. to check the counting).
 """
 
 from __future__ import annotations
@@ -31,8 +33,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# dense bf16 peak, TFLOP/s
-PEAK_BF16 = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}
+# dense tensor-core peak in the autocast dtype (bf16; fp16 for V100/T4), TFLOP/s, by a substring of
+# torch.cuda.get_device_name(); the longest matching name wins ("H100 PCIe" over "H100", "L40S" over "L4")
+PEAK_TFLOPS = {"H100": 989.0, "H100 PCIe": 756.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "L40": 181.0,
+               "L4": 121.0, "A10": 125.0, "V100": 125.0, "T4": 65.0}
+
+
+def peak_tflops(gpu_name: str) -> float:
+    """The table's peak for ``gpu_name`` (0.0 when no entry matches)."""
+    names = sorted((k for k in PEAK_TFLOPS if k in gpu_name), key=len, reverse=True)
+    return PEAK_TFLOPS[names[0]] if names else 0.0
 
 
 def build_config(args: argparse.Namespace):
@@ -107,20 +117,33 @@ def _setup(args: argparse.Namespace):
     samples = int(args.seconds * 16000)
     gen = torch.Generator().manual_seed(0)
     wave = (torch.randn(args.batch, samples, generator=gen) * 0.1).to(device)
-    lengths = torch.full((args.batch,), samples, device=device)
+    # on the CPU, as the training loop passes them (the model's frame bookkeeping is there)
+    lengths = torch.full((args.batch,), samples)
     return device, wave, lengths
+
+
+def autocast_dtype(device):
+    """What training would use on ``device``: None (float32) on the CPU, bf16 or fp16 on CUDA."""
+    import torch
+
+    from lrasr.train.distributed import native_bf16
+
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if native_bf16(device) else torch.float16
 
 
 def _runner(step, model, device, wave, lengths):
     import torch
 
     cuda = device.type == "cuda"
+    dtype = autocast_dtype(device)
 
     def run_one() -> tuple[float, float]:
         """(wall seconds, process CPU seconds) of one step."""
         model.zero_grad(set_to_none=True)
         t0, c0 = time.perf_counter(), time.process_time()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             step(wave, lengths)
         if cuda:
             torch.cuda.synchronize()
@@ -159,7 +182,7 @@ def time_worker(args: argparse.Namespace) -> None:
 
     result = {k: {"step_s": min(v), "median_s": median(v), "cpu_s": min(cpu[k]), "cpu_median_s": median(cpu[k])}
               for k, v in times.items()}
-    if device.type == "cuda":
+    if device.type == "cuda" or args.flops:
         from torch.utils.flop_counter import FlopCounterMode
 
         for which, (model, run_one) in runs.items():
@@ -167,7 +190,8 @@ def time_worker(args: argparse.Namespace) -> None:
             with counter:
                 run_one()
             result[which]["flops"] = counter.get_total_flops()
-            result[which]["gpu"] = torch.cuda.get_device_name()
+            result[which]["gpu"] = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+            result[which]["dtype"] = str(autocast_dtype(device) or torch.float32).replace("torch.", "")
     for which, (model, _) in runs.items():
         result[which]["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
     print("RESULT " + json.dumps(result))
@@ -214,7 +238,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    parser.add_argument("--peak-tflops", type=float, default=0.0, help="GPU dense bf16 peak (default: by name)")
+    parser.add_argument("--peak-tflops", type=float, default=0.0,
+                        help="dense peak in the autocast dtype, TFLOP/s (default: by GPU name)")
+    parser.add_argument("--flops", action="store_true", help="count FLOPs on the CPU too (always on CUDA)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "time":
@@ -250,10 +276,10 @@ def main() -> None:
         print(f"  step memory above the resting process: transformers {grow['transformers']:.0f} MB, "
               f"lrasr {grow['lrasr']:.0f} MB")
     if "flops" in lr_r:
-        peak = args.peak_tflops or next((v for k, v in PEAK_BF16.items() if k in lr_r["gpu"]), 0.0)
+        peak = args.peak_tflops or peak_tflops(lr_r["gpu"])
         for name, r in (("transformers", hf_r), ("lrasr", lr_r)):
             achieved = r["flops"] / r["step_s"] / 1e12
-            mfu = f", MFU {100 * achieved / peak:.1f}% of {peak:.0f} TFLOP/s bf16" if peak else ""
+            mfu = f", MFU {100 * achieved / peak:.1f}% of {peak:.0f} TFLOP/s {r['dtype']}" if peak else ""
             print(f"  {name:12s} {r['flops'] / 1e12:.2f} TFLOP per step, {achieved:.1f} TFLOP/s{mfu} ({r['gpu']})")
 
 

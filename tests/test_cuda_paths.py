@@ -242,3 +242,19 @@ def test_the_loss_is_read_before_backward_is_queued():
     for i, event in enumerate(events[:last]):
         if event == "backward":
             assert events[i + 1] == "forward", events
+
+
+def test_benchmark_peak_table_takes_the_most_specific_gpu_name():
+    """The MFU denominator: "NVIDIA L40S" used to match "L4" (a third of its peak: MFU 3x too high)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "pretrain_speed.py"
+    spec = importlib.util.spec_from_file_location("pretrain_speed", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert bench.peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert bench.peak_tflops("NVIDIA L40S") == 362.0 and bench.peak_tflops("NVIDIA L4") == 121.0
+    assert bench.peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0 and bench.peak_tflops("Tesla T4") == 65.0
+    assert bench.peak_tflops("some other GPU") == 0.0
