@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import io
 import math
+import os
+import sys
+import tempfile
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -222,13 +226,44 @@ def _iter_blocks_sequential(handle: sf.SoundFile, block: int, margin: int, perio
             data, data_lo = data[drop:], data_lo + drop
 
 
+@contextmanager
+def _quiet_mpg123() -> Iterator[None]:
+    """Hold back libmpg123's stderr lines while the body runs; everything else written to stderr passes.
+
+    libsndfile's MP3 decoder prints "part2_3_length (N) too large for available bit count" on
+    piecewise reads of valid files (hundreds for a long talk) although the samples equal a whole-file
+    read: a user reading "error" hundreds of times would think the file broken. The C library writes to
+    file descriptor 2 directly, so the descriptor itself is pointed at a temporary file meanwhile.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable stderr: nothing to keep clean
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().splitlines(keepends=True) if b"libmpg123" not in line]
+            if kept:
+                os.write(2, b"".join(kept))
+
+
 def _read_pieces(handle: sf.SoundFile, want: int, piece: int, failure: list[BaseException]) -> np.ndarray:
     """Up to ``want`` mono samples, read ``piece`` at a time; stops early at the end or a decoding error."""
     parts, got = [], 0
+    quiet = _quiet_mpg123 if str(getattr(handle, "subtype", "")).startswith("MPEG_") else nullcontext
     while got < want:
         n = min(piece, want - got)
         try:
-            chunk = _to_mono(handle.read(n, dtype="float32", always_2d=True))
+            with quiet():
+                chunk = _to_mono(handle.read(n, dtype="float32", always_2d=True))
         except (sf.LibsndfileError, RuntimeError) as exc:
             failure.append(exc)
             break
