@@ -153,3 +153,13 @@ def test_mp3_read_in_blocks_prints_no_decoder_noise(tmp_path, capfd):
     with _quiet_mpg123():
         os.write(2, b"[src/libmpg123/layer3.c:1] error: noise\nsomething else\n")
     assert capfd.readouterr().err == "something else\n"
+
+
+def test_stage_folder_given_as_model_points_to_its_model_folder(tmp_path):
+    """`-m <workdir>/finetune` (the stage folder) said only "not a model folder (no config.json)"."""
+    from lrasr.decode.acoustic import load_model
+
+    (tmp_path / "finetune" / "model").mkdir(parents=True)
+    (tmp_path / "finetune" / "model" / "config.json").write_text("{}", encoding="utf-8")
+    with pytest.raises(LrasrError, match=r"did you mean .*finetune/model\?"):
+        load_model(tmp_path / "finetune", "cpu")

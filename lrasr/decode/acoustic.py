@@ -54,7 +54,9 @@ def load_model(model_dir: str | Path, device: torch.device):
         raise LrasrError("model folder not found; give the folder written by `lrasr finetune` "
                          "(<workdir>/finetune/model)", model_dir)
     if not (model_dir / "config.json").is_file():
-        raise LrasrError("not a model folder (no config.json)", model_dir)
+        inner = model_dir / "model"  # given the stage folder (<workdir>/finetune) instead of its model
+        hint = f"; did you mean {inner}?" if (inner / "config.json").is_file() else ""
+        raise LrasrError(f"not a model folder (no config.json){hint}", model_dir)
     from lrasr.model.io import load_ctc_model
 
     try:
