@@ -334,9 +334,11 @@ def run_finetune(recipe: Any, device: str | None = None, resume: bool = True, ma
 
     if not main:  # under torchrun only rank 0 writes the model and reports
         return {"steps": result.steps, "rank": env_info().rank}
-    model = task.model.to("cpu")
+    # still on the training device: the final dev report is computed as the evaluations that chose
+    # the best weights were (bf16 on a GPU), not again in float32 on the CPU (slow for a real dev set)
+    model = task.model
     if result.best_path is not None and (result.best_path / "model.safetensors").is_file():
-        load_weights(model, result.best_path / "model.safetensors")
+        load_weights(model, result.best_path / "model.safetensors", device=next(model.parameters()).device)
     model.eval()
     save_model_dir(out / "model", model, tokenizer)
     write_json_atomic(out / "model" / TEXT_FILE, {"language": recipe.language,
