@@ -258,3 +258,25 @@ def test_benchmark_peak_table_takes_the_most_specific_gpu_name():
     assert bench.peak_tflops("NVIDIA L40S") == 362.0 and bench.peak_tflops("NVIDIA L4") == 121.0
     assert bench.peak_tflops("NVIDIA A100-SXM4-80GB") == 312.0 and bench.peak_tflops("Tesla T4") == 65.0
     assert bench.peak_tflops("some other GPU") == 0.0
+
+
+def test_beam_workers_are_spawned_once_cuda_is_initialised(monkeypatch):
+    """``lrasr transcribe/evaluate --device cuda`` start the beam-search pool after the model is on the
+    GPU: a forked child of a CUDA-initialised process is unsafe, so the pool must spawn its workers,
+    and spawned workers (fresh interpreters) must decode exactly what the parent does."""
+    pytest.importorskip("pyctcdecode")
+    import numpy as np
+
+    from lrasr.decode.beam import BeamDecoder
+    from lrasr.text.tokenizer import CharTokenizer
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    tok = CharTokenizer(["<pad>", "<unk>", "|", "a", "b", "c"])
+    rng = np.random.default_rng(0)
+    logps = [np.log(rng.dirichlet(np.ones(6) * 0.3, size=n)).astype(np.float32) for n in (30, 12, 20)]
+    with BeamDecoder(tok, None, beam_width=8, processes=2) as decoder:
+        pooled = [h.text for h in decoder.decode_batch(logps)]
+        assert decoder._pool._mp_context.get_start_method() == "spawn"
+        serial = [decoder.decode(lp).text for lp in logps]
+    assert pooled == serial and any(pooled)
