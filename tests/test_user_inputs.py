@@ -163,3 +163,23 @@ def test_stage_folder_given_as_model_points_to_its_model_folder(tmp_path):
     (tmp_path / "finetune" / "model" / "config.json").write_text("{}", encoding="utf-8")
     with pytest.raises(LrasrError, match=r"did you mean .*finetune/model\?"):
         load_model(tmp_path / "finetune", "cpu")
+
+
+def test_file_names_that_are_not_utf8_are_read_and_written(tmp_path):
+    """A recording whose name is not valid UTF-8 (latin-1 names from an old archive) stopped the whole
+    transcription with a UnicodeEncodeError traceback inside soundfile; and a transcript line naming it
+    could not be written as UTF-8."""
+    from lrasr.audio.decode import iter_blocks, load, probe
+    from lrasr.decode.formats import WRITERS
+    from lrasr.decode.types import Hypothesis
+
+    raw = os.path.join(os.fsencode(tmp_path), b"caf\xe9.wav")
+    os.rename(_wav(tmp_path / "plain.wav", 0.1), raw)
+    path = Path(os.fsdecode(raw))
+    assert probe(path).num_frames == 1600 and load(path).shape == (1600,)
+    assert sum(b.size for b in iter_blocks(path)) == 1600
+    for fmt, writer in WRITERS.items():
+        text = writer([(str(path), Hypothesis(""))])
+        text.encode("utf-8")  # raises on a lone surrogate
+        if fmt in ("tsv", "jsonl"):
+            assert "caf\ufffd.wav" in text

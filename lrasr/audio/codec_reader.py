@@ -23,7 +23,12 @@ def torchcodec_decoder(path: Path):
             f"cannot decode this format without torchcodec+ffmpeg ({exc}); install ffmpeg (apt-get install ffmpeg)", path
         ) from None
     try:
-        return AudioDecoder(str(path))
+        source = str(path)
+        try:
+            source.encode("utf-8")
+        except UnicodeEncodeError:  # a name that is not UTF-8: torchcodec takes only UTF-8 names, or a file
+            source = open(path, "rb")  # the decoder reads from it for its whole life
+        return AudioDecoder(source)
     except Exception as exc:  # torchcodec raises plain RuntimeError/ValueError for bad input
         raise AudioError(f"not decodable audio ({short_reason(exc)})", path) from None
 

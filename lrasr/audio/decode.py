@@ -50,6 +50,12 @@ class AudioInfo:
         return self.num_frames / self.sample_rate if self.sample_rate else 0.0
 
 
+def _native(path: str | Path) -> bytes:
+    """The path as the OS's bytes: a name that is not valid UTF-8 (a latin-1 name from an old archive)
+    is held by Python as lone surrogates, which soundfile cannot encode; bytes pass through unchanged."""
+    return os.fsencode(path)
+
+
 def _check_readable(path: Path) -> None:
     if not path.exists():
         raise AudioError("file not found", path)
@@ -65,7 +71,7 @@ def probe(path: str | Path) -> AudioInfo:
     _check_readable(path)
     if path.suffix.lower() in SOUNDFILE_EXTENSIONS:
         try:
-            info = sf.info(str(path))
+            info = sf.info(_native(path))
             if info.frames > 0 or info.format != "MPEG":
                 return AudioInfo(info.samplerate, int(info.frames), info.channels, "soundfile")
         except (sf.LibsndfileError, RuntimeError):
@@ -93,7 +99,7 @@ def check_end(path: str | Path, info: AudioInfo) -> None:
         return
     want = min(1024, info.num_frames)
     try:
-        with sf.SoundFile(str(path)) as handle:
+        with sf.SoundFile(_native(path)) as handle:
             handle.seek(info.num_frames - want)
             got = handle.read(want, dtype="float32", always_2d=True).shape[0]
     except (sf.LibsndfileError, RuntimeError) as exc:
@@ -129,7 +135,7 @@ def load(path: str | Path, sample_rate: int = SAMPLE_RATE, start: float = 0.0, e
         first = int(start * info.sample_rate)
         last = info.num_frames if end is None else min(info.num_frames, int(math.ceil(end * info.sample_rate)))
         try:
-            data, rate = sf.read(str(path), start=first, stop=last, dtype="float32", always_2d=True)
+            data, rate = sf.read(_native(path), start=first, stop=last, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise AudioError(f"not decodable audio ({_short(exc)})", path) from None
         return resample(_to_mono(data), rate, sample_rate)
@@ -181,7 +187,7 @@ def iter_blocks(path: str | Path, block_seconds: float = 60.0, sample_rate: int 
     margin = max(1, int(0.05 * rate) // period_in + 1) * period_in  # 50 ms of filter context
     failure: list[BaseException] = []
     try:
-        reader = (sf.SoundFile(str(path)) if info.backend == "soundfile"
+        reader = (sf.SoundFile(_native(path)) if info.backend == "soundfile"
                   else CodecReader(path, info.sample_rate, info.duration))
         with reader as handle:
             yield from _iter_blocks_sequential(handle, block, margin, period_in, period_out, sample_rate, failure)

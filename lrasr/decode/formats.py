@@ -20,8 +20,14 @@ CUE_PAUSE = 0.8
 Item = tuple[str, Hypothesis]
 
 
+def _utf8(text: str) -> str:
+    """A file name that is not valid UTF-8 (held as lone surrogates) with U+FFFD for the bad bytes, so
+    the transcript can be written as UTF-8."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _clean(text: str) -> str:
-    return " ".join(text.replace("\t", " ").split())
+    return " ".join(_utf8(text).replace("\t", " ").split())
 
 
 def write_txt(items: Sequence[Item]) -> str:
@@ -36,7 +42,7 @@ def write_jsonl(items: Sequence[Item]) -> str:
     lines = []
     for name, h in items:
         words = [{"word": w.text, "start": w.start, "end": w.end} for w in h.words]
-        lines.append(json.dumps({"source": name, "text": h.text, "words": words}, ensure_ascii=False))
+        lines.append(json.dumps({"source": _utf8(name), "text": h.text, "words": words}, ensure_ascii=False))
     return "".join(line + "\n" for line in lines)
 
 
