@@ -183,3 +183,22 @@ def test_file_names_that_are_not_utf8_are_read_and_written(tmp_path):
         text.encode("utf-8")  # raises on a lone surrogate
         if fmt in ("tsv", "jsonl"):
             assert "caf\ufffd.wav" in text
+
+
+def test_prepare_rejects_a_recording_whose_name_is_not_utf8(tmp_path):
+    """`lrasr prepare` on a folder holding such a name died with a UnicodeEncodeError traceback (record
+    key, then UTF-8 manifests); now that file is a rejected row that says to rename it, and the others go on."""
+    from lrasr.recipe import load_recipe
+    from lrasr.stages.prepare_unlabeled import list_inputs
+
+    folder = tmp_path / "rec"
+    ok = _wav(folder / "ok.wav")
+    os.rename(_wav(folder / "x.wav"), os.path.join(os.fsencode(folder), b"caf\xe9.wav"))
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(f"name: r\nlanguage: en\nworkdir: {tmp_path / 'w'}\ncorpora:\n  unlabeled:\n"
+                           f"    - path: {folder}\n", encoding="utf-8")
+    inputs, rejects, _ = list_inputs(load_recipe(recipe_file))
+    assert inputs == [ok]
+    [row] = rejects.rows
+    assert row["source"].endswith("caf\ufffd.wav") and "not valid UTF-8" in row["reason"]
+    row["source"].encode("utf-8")

@@ -73,7 +73,22 @@ def list_inputs(recipe) -> tuple[list[Path], RejectLog, int]:
             rejects.add(root, "unreadable: path does not exist or is not a file or folder")
     seen: set[Path] = set()
     unique = [p for p in inputs if not (p.resolve() in seen or seen.add(p.resolve()))]
-    return unique, rejects, ignored
+    return _utf8_names(unique, rejects), rejects, ignored
+
+
+def _utf8_names(paths: list[Path], rejects: RejectLog) -> list[Path]:
+    """``paths`` whose names are valid UTF-8; the others are rejected (manifests, records and ids are
+    UTF-8 text, and a name Python holds as lone surrogates cannot be written into them)."""
+    kept = []
+    for path in paths:
+        try:
+            str(path).encode("utf-8")
+            kept.append(path)
+        except UnicodeEncodeError:
+            shown = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            rejects.add(shown, "unreadable: file name is not valid UTF-8; rename it "
+                               "(e.g. convmv -f latin1 -t utf8 --notest -r FOLDER)")
+    return kept
 
 
 def settings_fingerprint(recipe) -> str:
