@@ -280,3 +280,27 @@ def test_beam_workers_are_spawned_once_cuda_is_initialised(monkeypatch):
         assert decoder._pool._mp_context.get_start_method() == "spawn"
         serial = [decoder.decode(lp).text for lp in logps]
     assert pooled == serial and any(pooled)
+
+
+def test_cuda_training_sets_its_device_before_nccl(monkeypatch):
+    """One process on cuda:1 makes cuda:1 current (nothing lands on GPU 0); under torchrun the NCCL
+    group is created after set_device and bound to the process's GPU."""
+    import lrasr.train.distributed as D
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: calls.append(("set_device", torch.device(d))))
+    monkeypatch.setattr(D.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(D.dist, "init_process_group", lambda **kw: calls.append(("init", kw["backend"], kw["device_id"])))
+    for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    D.init_distributed(torch.device("cuda:1"))
+    assert calls == [("set_device", torch.device("cuda:1"))]
+    calls.clear()
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    D.init_distributed(torch.device("cuda:1"))
+    assert calls == [("set_device", torch.device("cuda:1")), ("init", "nccl", torch.device("cuda:1"))]
+    calls.clear()
+    D.init_distributed(torch.device("cpu"))
+    assert calls == [("init", "gloo", None)]
