@@ -24,6 +24,12 @@ NON_RESULT_KEYS = frozenset({"jobs", "log_every", "save_every", "device", "num_w
 MISSING = "missing"
 
 
+def _printable(name: str) -> str:
+    """A file name as UTF-8-writable text: bytes that are not UTF-8 (held as lone surrogates) become
+    ``\\xNN`` escapes, so the digest and the JSON cache can hold them; valid names are unchanged."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def json_digest(value: Any) -> str:
     """SHA-1 of a JSON-able value, independent of dict order."""
     blob = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
@@ -68,12 +74,18 @@ class HashCache:
                 self.entries = {}  # a damaged cache only costs re-hashing
 
     def file_digest(self, path: Path) -> str:
-        st = path.stat()
-        key = str(path)
+        try:
+            st = path.stat()
+        except OSError:  # a broken link or an unreadable entry: the stage reports it, the digest notes it
+            return MISSING
+        key = _printable(str(path))
         hit = self.entries.get(key)
         if hit and hit[0] == st.st_size and hit[1] == st.st_mtime_ns:
             return str(hit[2])
-        digest = file_sha1(path)
+        try:
+            digest = file_sha1(path)
+        except OSError:
+            return MISSING
         self.entries[key] = [st.st_size, st.st_mtime_ns, digest]
         self.dirty = True
         return digest
@@ -100,7 +112,7 @@ class HashCache:
                     full = Path(root) / name
                     if skip and full.resolve() in skip:
                         continue
-                    listing.append((full.relative_to(path).as_posix(), self.file_digest(full.resolve())))
+                    listing.append((_printable(full.relative_to(path).as_posix()), self.file_digest(full.resolve())))
             return json_digest(listing)
         return MISSING
 

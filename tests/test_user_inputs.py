@@ -202,3 +202,21 @@ def test_prepare_rejects_a_recording_whose_name_is_not_utf8(tmp_path):
     [row] = rejects.rows
     assert row["source"].endswith("caf\ufffd.wav") and "not valid UTF-8" in row["reason"]
     row["source"].encode("utf-8")
+
+
+def test_run_fingerprint_survives_broken_links_and_odd_names(tmp_path):
+    """`lrasr run` (even --dry-run) on a corpus folder holding a broken link ended in a FileNotFoundError
+    traceback while fingerprinting its inputs; prepare itself reports such a file as a rejected row."""
+    from lrasr.fingerprint import HashCache
+
+    folder = tmp_path / "rec"
+    _wav(folder / "ok.wav")
+    os.symlink(tmp_path / "gone.wav", folder / "broken.wav")
+    os.rename(_wav(folder / "x.wav"), os.path.join(os.fsencode(folder), b"caf\xe9.wav"))
+    cache = HashCache(tmp_path / "cache.json")
+    first = cache.digest(folder)
+    cache.save()
+    assert HashCache(tmp_path / "cache.json").digest(folder) == first
+    (folder / "broken.wav").unlink()
+    _wav(folder / "broken.wav")  # the link's target appears: the inputs changed
+    assert HashCache(tmp_path / "cache.json").digest(folder) != first
