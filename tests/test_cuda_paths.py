@@ -166,7 +166,7 @@ def _cuda_autocast(dtype, monkeypatch):
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_models_run_on_fake_cuda_without_device_mixing_or_hidden_syncs(dtype, monkeypatch):
     """Both models' forward passes with CUDA parameters and inputs under CUDA autocast, lengths on the
-    CPU as the loop passes them (and on the device, as DistributedDataParallel moves them): no tensor
+    CPU as the loop passes them (and on the device, as a caller or DDP with device_ids would): no tensor
     created on the wrong device, losses and contrastive logits in float32, CTC logits in the autocast
     dtype; the CTC forward never waits for the GPU, the pretraining forward only for its three logged
     metrics (accuracy, code and prob perplexity)."""
@@ -189,7 +189,7 @@ def test_models_run_on_fake_cuda_without_device_mixing_or_hidden_syncs(dtype, mo
                 out = pre(wave, lengths)
             assert out.loss.dtype == out.logits.dtype == torch.float32 and out.loss.device.type == "cuda"
             # the three logged metrics, plus one copy of device lengths to the CPU (frame_layout) and
-            # one in the feature encoder when DDP moved them (the loop passes them on the CPU)
+            # one in the feature encoder when they come on the device (the loop passes them on the CPU)
             expected = 3 if lengths.device.type == "cpu" else 5
             assert len(mode.syncs) == expected and out.num_masked > 0, mode.syncs
             for train in (True, False):
@@ -304,3 +304,24 @@ def test_cuda_training_sets_its_device_before_nccl(monkeypatch):
     calls.clear()
     D.init_distributed(torch.device("cpu"))
     assert calls == [("init", "gloo", None)]
+
+
+def test_ddp_on_cuda_does_not_copy_inputs_to_the_gpu(monkeypatch):
+    """With device_ids, DDP copies every input to the GPU: the lengths the loop keeps on the CPU would
+    come back with a sync per micro-batch (waiting for the previous backward). The wrapper is built
+    without device_ids, which DDP allows for a module on one GPU and which leaves the inputs as given."""
+    import lrasr.train.distributed as D
+
+    built = []
+
+    class Recorder(torch.nn.Module):
+        def __init__(self, module, **kwargs):
+            super().__init__()
+            built.append(kwargs)
+
+        def register_comm_hook(self, state, hook):
+            pass
+
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", Recorder)
+    D.Replica(torch.nn.Linear(2, 2), torch.device("cuda:1"), find_unused_parameters=True).wrapper()
+    assert built and built[0]["device_ids"] is None and built[0].get("output_device") is None

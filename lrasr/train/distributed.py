@@ -82,7 +82,7 @@ def init_distributed(device: torch.device) -> DistInfo:
     if info.active and device.type == "cuda" and device.index != info.local_rank:
         from lrasr.errors import LrasrError
 
-        # DDP runs one process per GPU (device_ids=[LOCAL_RANK]); a fixed cuda:N would stack every
+        # DDP runs one process per GPU (cuda:LOCAL_RANK); a fixed cuda:N would stack every
         # process of the node on one GPU, which NCCL refuses
         raise LrasrError(f"under torchrun each process trains on cuda:LOCAL_RANK (here cuda:{info.local_rank}), "
                          f"not {device}; use --device cuda (or auto)")
@@ -238,13 +238,15 @@ class Replica:
                 import gc
 
                 gc.collect()
-            cuda = self.device.type == "cuda"
             # init_sync=False: ranks already hold rank 0's weights (broadcast_model at the start; every
             # update keeps them equal), so a rebuild need not broadcast the whole model again.
             # broadcast_buffers=False: wav2vec 2.0 has no running statistics (group/layer norm only).
+            # device_ids=None also on CUDA (allowed for a module on one GPU): with device_ids DDP copies
+            # every input tensor to the GPU, lengths too, which the model then copies back to the CPU for
+            # its frame bookkeeping -- a sync that waits for the previous micro-batch's backward pass.
+            # The loop already puts the waveforms on the device.
             wrapper = torch.nn.parallel.DistributedDataParallel(
-                self.module, device_ids=[self.device.index] if cuda else None,
-                output_device=self.device.index if cuda else None, broadcast_buffers=False,
+                self.module, device_ids=None, output_device=None, broadcast_buffers=False,
                 find_unused_parameters=self.find_unused_parameters, init_sync=False)
             wrapper.register_comm_hook(None, _sum_allreduce_hook)
             self._wrapper, self._signature = wrapper, signature

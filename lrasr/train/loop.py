@@ -77,7 +77,7 @@ What the loop does
   derived: ``accum = ceil(batch_seconds / (world_size * max_device_batch_seconds))``. The plan of
   update groups does not depend on the world size, so changing the number of processes changes how a
   group is split, not what it contains.
-- Under torchrun (gloo on CPU, nccl on CUDA bound to cuda:LOCAL_RANK, ``device_ids=[LOCAL_RANK]``, initialised from its
+- Under torchrun (gloo on CPU, nccl on CUDA, each process on cuda:LOCAL_RANK; initialised from its
   env vars) the model is called through ``DistributedDataParallel`` (``lrasr.train.distributed.Replica``):
   gradients are summed over micro-batches locally under ``no_sync`` and all-reduced (summed) inside
   the backward pass of the last micro-batch, overlapped with it; then every rank divides them by the
