@@ -325,3 +325,16 @@ def test_ddp_on_cuda_does_not_copy_inputs_to_the_gpu(monkeypatch):
     monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", Recorder)
     D.Replica(torch.nn.Linear(2, 2), torch.device("cuda:1"), find_unused_parameters=True).wrapper()
     assert built and built[0]["device_ids"] is None and built[0].get("output_device") is None
+
+
+def test_more_processes_than_gpus_is_one_clear_line(monkeypatch):
+    from lrasr.errors import LrasrError
+    from lrasr.train.distributed import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda", 1) == resolve_device("auto", 1) == torch.device("cuda:1")
+    with pytest.raises(LrasrError, match=r"LOCAL_RANK 2 .* 2 CUDA device\(s\).*--nproc_per_node 2"):
+        resolve_device("cuda", 2)
+    with pytest.raises(LrasrError, match=r"'cuda:5': this machine has 2"):
+        resolve_device("cuda:5", 0)

@@ -56,8 +56,12 @@ def resolve_device(requested: str | torch.device | None, local_rank: int = 0) ->
             device = torch.device(name if ":" in name else f"cuda:{local_rank}")
         except RuntimeError:
             raise LrasrError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise LrasrError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            if ":" not in name:  # cuda:LOCAL_RANK: more processes on this node than GPUs
+                raise LrasrError(f"this process is LOCAL_RANK {local_rank} but the node has {count} CUDA device(s): "
+                                 f"start at most {count} process(es) per node (torchrun --nproc_per_node {count})")
+            raise LrasrError(f"device {name!r}: this machine has {count} CUDA device(s)")
         return device
     if name != "cpu":
         raise LrasrError(f"unknown device {name!r}; use cpu, cuda or cuda:N")
