@@ -220,3 +220,19 @@ def test_run_fingerprint_survives_broken_links_and_odd_names(tmp_path):
     (folder / "broken.wav").unlink()
     _wav(folder / "broken.wav")  # the link's target appears: the inputs changed
     assert HashCache(tmp_path / "cache.json").digest(folder) != first
+
+
+def test_jsonl_rows_say_why_a_transcript_is_empty(tmp_path):
+    """An empty jsonl row looked the same for a silent file, a missing one and an undecodable one; the
+    reason went only to the terminal. Rows of files that failed now carry it in an `error` key."""
+    import json
+
+    from lrasr.decode.output import write_results
+    from lrasr.decode.transcribe import FileResult
+    from lrasr.decode.types import Hypothesis
+
+    results = [FileResult(Path("a.wav"), Hypothesis("ok")),
+               FileResult(Path("b.wav"), Hypothesis(""), error="b.wav: file not found")]
+    [out] = write_results(results, "jsonl", tmp_path / "t.jsonl")
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert "error" not in rows[0] and rows[1]["error"] == "b.wav: file not found"

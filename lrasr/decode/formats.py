@@ -38,11 +38,16 @@ def write_tsv(items: Sequence[Item]) -> str:
     return "source\ttext\n" + "".join(f"{_clean(name)}\t{_clean(h.text)}\n" for name, h in items)
 
 
-def write_jsonl(items: Sequence[Item]) -> str:
+def write_jsonl(items: Sequence[Item], errors: Sequence[str | None] | None = None) -> str:
+    """One JSON object per input; ``errors`` (aligned with ``items``) adds an ``error`` key to the rows
+    of inputs that could not be transcribed, so an empty text says why in the file itself."""
     lines = []
-    for name, h in items:
+    for i, (name, h) in enumerate(items):
         words = [{"word": w.text, "start": w.start, "end": w.end} for w in h.words]
-        lines.append(json.dumps({"source": _utf8(name), "text": h.text, "words": words}, ensure_ascii=False))
+        row = {"source": _utf8(name), "text": h.text, "words": words}
+        if errors is not None and errors[i]:
+            row["error"] = _utf8(errors[i])
+        lines.append(json.dumps(row, ensure_ascii=False))
     return "".join(line + "\n" for line in lines)
 
 

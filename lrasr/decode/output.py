@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -41,6 +42,8 @@ def write_results(results: Sequence, fmt: str, output: str | Path | None, stdout
     """Write ``FileResult``s in ``fmt``. Subtitles of several inputs go one file per input into the
     folder ``output``; everything else is one file (or stdout when ``output`` is None)."""
     writer = WRITERS[fmt]
+    if fmt == "jsonl":  # the one format with room for why a transcript is empty
+        writer = functools.partial(writer, errors=[r.error for r in results])
     items = [(str(r.path), r.hypothesis) for r in results]
     if output is None:
         text = writer(items)
