@@ -236,3 +236,17 @@ def test_jsonl_rows_say_why_a_transcript_is_empty(tmp_path):
     [out] = write_results(results, "jsonl", tmp_path / "t.jsonl")
     rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     assert "error" not in rows[0] and rows[1]["error"] == "b.wav: file not found"
+
+
+def test_output_never_overwrites_a_recording(tmp_path):
+    """`lrasr transcribe -m M -o talk1.wav talk2.wav` (a forgotten output name) replaced the recording
+    talk1.wav with a transcript. An --output that is an existing audio file is refused before any work."""
+    from typer.testing import CliRunner
+
+    from lrasr.cli import app
+
+    talk1, talk2 = _wav(tmp_path / "talk1.wav"), _wav(tmp_path / "talk2.wav")
+    before = talk1.read_bytes()
+    res = CliRunner().invoke(app, ["transcribe", "-m", str(tmp_path / "nomodel"), "-o", str(talk1), str(talk2)])
+    assert res.exit_code == 2 and "audio" in res.output and "overwrite" in res.output, res.output
+    assert talk1.read_bytes() == before

@@ -37,13 +37,14 @@ def transcribe(
 ) -> None:
     """Transcribe audio of any length: greedy or KenLM beam search."""
     from lrasr.decode.formats import FORMATS
-    from lrasr.decode.output import tuned_params, write_results
+    from lrasr.decode.output import check_output, tuned_params, write_results
     from lrasr.decode.transcribe import transcribe_files
     from lrasr.errors import LrasrError
     from lrasr.report import console, err_console, summary_table
 
     if format not in FORMATS:
         raise LrasrError(f"--format {format}: choose one of {', '.join(FORMATS)}")
+    check_output(output, inputs)
     decoder = decoder or ("beam" if lm is not None else "greedy")
     if decoder not in ("greedy", "beam"):
         raise LrasrError(f"--decoder {decoder}: choose greedy or beam")

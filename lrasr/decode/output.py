@@ -28,6 +28,22 @@ def tuned_params(lm_dir: str | Path) -> dict:
     return {k: float(data[k]) for k in ("alpha", "beta") if isinstance(data.get(k), (int, float))}
 
 
+def check_output(output: str | Path | None, inputs: Sequence[str | Path]) -> None:
+    """Refuse, before any work, an --output that would replace a recording or an input (a forgotten
+    output name makes the first recording the output: ``-o talk1.wav talk2.wav``)."""
+    from lrasr.decode.transcribe import AUDIO_EXTENSIONS
+
+    if output is None or str(output).endswith(("/", os.sep)):
+        return
+    target = Path(output)
+    if not target.is_file():
+        return
+    if target.suffix.lower() in AUDIO_EXTENSIONS or any(
+            Path(i).exists() and Path(i).resolve() == target.resolve() for i in inputs):
+        raise LrasrError("--output is an existing audio file or one of the inputs; refusing to overwrite it "
+                         "(give a new file name such as transcripts.txt, or a folder)", target)
+
+
 def _unique_names(results) -> list[str]:
     seen: dict[str, int] = {}
     names = []
