@@ -250,3 +250,20 @@ def test_output_never_overwrites_a_recording(tmp_path):
     res = CliRunner().invoke(app, ["transcribe", "-m", str(tmp_path / "nomodel"), "-o", str(talk1), str(talk2)])
     assert res.exit_code == 2 and "audio" in res.output and "overwrite" in res.output, res.output
     assert talk1.read_bytes() == before
+
+
+def test_transcribe_exits_nonzero_when_no_input_could_be_read(tmp_path):
+    """`lrasr transcribe -m M typo.wav` printed a warning, an empty line and exited 0, so a script could
+    not tell; like `lrasr prepare`, it now exits non-zero when nothing usable was produced."""
+    from typer.testing import CliRunner
+
+    from lrasr.cli import app
+    from tests.test_transcribe import make_model_dir
+
+    model = make_model_dir(tmp_path / "m", ["ഒന്ന് രണ്ട്"])
+    out = tmp_path / "t.txt"
+    res = CliRunner().invoke(app, ["transcribe", "-m", str(model), "--device", "cpu", "-o", str(out),
+                                   str(tmp_path / "typo.wav")])
+    assert res.exit_code == 1, res.output
+    assert "no input could be transcribed" in " ".join(res.output.split())
+    assert out.read_text(encoding="utf-8") == "\n"  # the output still accounts for the input

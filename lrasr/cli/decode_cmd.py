@@ -62,6 +62,9 @@ def transcribe(
     if written:
         rows.append(("output", ", ".join(str(p) for p in written[:3]) + (" ..." if len(written) > 3 else "")))
     err_console.print(summary_table("transcribe", rows))
+    if stats.files and stats.failed == stats.files:  # like prepare: non-zero when nothing usable came out
+        err_console.print("[bold red]error:[/] no input could be transcribed (see the warnings above)", soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @lm_app.command("build")
