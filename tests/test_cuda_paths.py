@@ -50,6 +50,7 @@ def _acoustic(model, device: str = "cpu"):
 
     acoustic = AcousticModel.__new__(AcousticModel)  # a model folder is not the point here
     acoustic.device, acoustic.model, acoustic.tokenizer, acoustic.batch_seconds = torch.device(device), model, None, 60.0
+    acoustic.model_dir = None
     return acoustic
 
 
@@ -338,3 +339,63 @@ def test_more_processes_than_gpus_is_one_clear_line(monkeypatch):
         resolve_device("cuda", 2)
     with pytest.raises(LrasrError, match=r"'cuda:5': this machine has 2"):
         resolve_device("cuda:5", 0)
+
+
+def test_a_micro_batch_too_big_for_the_gpu_is_one_line_naming_the_setting():
+    """CUDA out of memory in a micro-batch's forward or backward: a TrainingError saying how big the
+    micro-batch was and which recipe setting to lower, not an allocator traceback."""
+    from lrasr.errors import TrainingError
+    from lrasr.train.batching import Batch
+    from lrasr.train.distributed import DistInfo
+    from lrasr.train.update import run_update
+
+    class Task:
+        name = "finetune"
+
+        def compute_loss(self, model, batch, step):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    model = torch.nn.Linear(4, 1)
+    params = list(model.parameters())
+    batch = Batch(torch.zeros(3, 32000), torch.tensor([32000, 30000, 20000]), ["a", "b", "c"], [{}] * 3)
+    with pytest.raises(TrainingError, match=r"3 utterance\(s\) x 2.0 s \(6 s of padded audio\).*"
+                                            r"finetune.max_device_batch_seconds"):
+        run_update(Task(), model, torch.optim.AdamW(params), None, params, [batch], 0, "fp32",
+                   torch.device("cpu"), DistInfo(0, 1, 0), 1.0)
+
+
+def test_inference_splits_a_batch_that_runs_out_of_gpu_memory():
+    """A batch too big for the GPU is split in halves and the log-probs are the same as in one batch;
+    later batches stay at the size that fitted; one chunk that does not fit is a one-line error."""
+    import numpy as np
+
+    from lrasr.errors import LrasrError
+
+    model = _tiny_ctc()
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (8000, 7000, 6000, 5000, 3000)]
+    reference = _acoustic(model).log_probs(waves)
+    sizes = []
+    original = model.forward
+
+    def small_gpu(waves_, lengths):
+        sizes.append(waves_.shape[0])
+        if waves_.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return original(waves_, lengths)
+
+    model.forward = small_gpu
+    acoustic = _acoustic(model)
+    out = acoustic.log_probs(waves)
+    assert sizes[:2] == [5, 3] and sum(s for s in sizes if s <= 2) == 5  # halved until it fits
+    assert all(np.allclose(a, b, atol=1e-5) for a, b in zip(out, reference))
+    sizes.clear()
+    acoustic.log_probs(waves)
+    assert max(sizes) <= 2  # the next call starts at the size that fitted
+
+    def no_gpu(waves_, lengths):
+        raise torch.OutOfMemoryError("CUDA out of memory.")
+
+    model.forward = no_gpu
+    with pytest.raises(LrasrError, match="out of cpu memory on one 0.2 s chunk: lower the chunk length"):
+        acoustic.log_probs(waves[-1:])

@@ -14,6 +14,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from lrasr.audio.decode import SAMPLE_RATE
+from lrasr.errors import TrainingError
 from lrasr.train import distributed as D
 from lrasr.train.batching import Batch
 
@@ -137,29 +139,42 @@ def _forward_backward(task: Any, model: torch.nn.Module, batch: Batch, step: int
     ``weight`` 0 (a DDP filler pass) contributes nothing: no gradient, sample, metric or seconds, but
     a non-finite filler loss still marks the update (its zero-weighted gradient would be NaN).
     """
-    with autocast(precision, device):
-        loss, batch_metrics, size = task.compute_loss(model, batch, step)
-    # the loss's value is read once, before backward is queued: a read after it would make the host
-    # wait on a GPU for the whole backward pass before it could prepare the next micro-batch
-    value = float(loss.detach())
-    finite = math.isfinite(value)
+    try:
+        with autocast(precision, device):
+            loss, batch_metrics, size = task.compute_loss(model, batch, step)
+        # the loss's value is read once, before backward is queued: a read after it would make the host
+        # wait on a GPU for the whole backward pass before it could prepare the next micro-batch
+        value = float(loss.detach())
+        finite = math.isfinite(value)
+        if weight != 1.0:
+            loss = loss * weight
+        if finite or weight == 0.0 or isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+    except torch.OutOfMemoryError:
+        raise TrainingError(out_of_memory_message(task, batch, device)) from None
     if not finite:
         acc.nonfinite = 1.0
     if weight != 0.0:
         acc.seconds += batch.seconds
-    if weight != 1.0:
-        loss = loss * weight
-    if finite or weight == 0.0 or isinstance(model, torch.nn.parallel.DistributedDataParallel):
-        (scaler.scale(loss) if scaler is not None else loss).backward()
     if weight == 0.0 or not finite:
         return finite
     size = float(size)
     acc.loss_sum += value
     acc.sample_size += size
-    for key, value in batch_metrics.items():
+    for key, mean in batch_metrics.items():
         s, w = acc.metrics.get(key, (0.0, 0.0))
-        acc.metrics[key] = (s + float(value) * size, w + size)
+        acc.metrics[key] = (s + float(mean) * size, w + size)
     return True
+
+
+def out_of_memory_message(task: Any, batch: Batch, device: torch.device) -> str:
+    """One line for a micro-batch that did not fit the GPU: its padded size and what to lower."""
+    rows, samples = batch.waveforms.shape
+    padded = rows * samples / SAMPLE_RATE
+    section = getattr(task, "name", "") or "the stage"
+    return (f"out of {device} memory on a micro-batch of {rows} utterance(s) x {samples / SAMPLE_RATE:.1f} s "
+            f"({padded:.0f} s of padded audio): lower {section}.max_device_batch_seconds in the recipe (the update "
+            f"keeps batch_seconds of audio by accumulating more micro-batches), or use shorter crops or a smaller model")
 
 
 def log_row(metric_sums: dict[str, list[float]], window: dict[str, float], info: D.DistInfo,
