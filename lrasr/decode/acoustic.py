@@ -97,22 +97,46 @@ class AcousticModel:
 
     @torch.inference_mode()
     def log_probs(self, waves: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """[T_i] float32 16 kHz waves -> [F_i, V] float32 log-probabilities (valid frames only), in input order."""
+        """[T_i] float32 16 kHz waves -> [F_i, V] float32 log-probabilities (valid frames only), in input order.
+
+        A batch that runs out of GPU memory is split in halves (and later batches are kept to the size
+        that fitted); a single chunk that does not fit is a one-line ``LrasrError``.
+        """
         out: list[np.ndarray | None] = [None] * len(waves)
         # the feature encoder's first convolution needs 400 samples (25 ms): shorter input is zero-padded
         lengths = [max(len(w), MIN_SAMPLES) for w in waves]
-        for group in batches_by_seconds(lengths, self.batch_seconds):
-            longest = max(lengths[i] for i in group)
-            batch = torch.zeros(len(group), longest)
-            for row, i in enumerate(group):
-                wave = np.asarray(waves[i], dtype=np.float32)
-                batch[row, : len(wave)] = torch.from_numpy(wave)
-            # lengths stay on the CPU, where the model does its frame bookkeeping (no device round trip)
-            lens = torch.tensor([lengths[i] for i in group])
-            logits, out_lens = run_model(self.model, batch.to(self.device), lens, self.device)
-            # CTC decoding needs normalized scores; float32 because bf16 rounds small log-probs coarsely
-            logp = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
-            out_lens = out_lens.cpu().tolist() if out_lens is not None else [logp.shape[1]] * len(group)
+        pending = batches_by_seconds(lengths, self.batch_seconds)[::-1]  # a stack, longest batch on top
+        while pending:
+            group = pending.pop()
+            try:
+                logp, out_lens = self._run(waves, lengths, group)
+            except torch.OutOfMemoryError:
+                longest = max(lengths[i] for i in group)
+                if len(group) == 1:
+                    raise LrasrError(f"out of {self.device} memory on one {longest / SAMPLE_RATE:.1f} s chunk: lower "
+                                     "the chunk length (--chunk-seconds, decode.chunk_seconds) or use --device cpu",
+                                     self.model_dir) from None
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                # this batch and all later ones (this call's and the next calls') at most half as big
+                self.batch_seconds = min(self.batch_seconds, (len(group) + 1) // 2 * longest / SAMPLE_RATE)
+                rest = group + [i for g in reversed(pending) for i in g]
+                pending = [[rest[j] for j in g]
+                           for g in batches_by_seconds([lengths[i] for i in rest], self.batch_seconds)][::-1]
+                continue
             for row, i in enumerate(group):
                 out[i] = np.ascontiguousarray(logp[row, : int(out_lens[row])])
         return out  # type: ignore[return-value]
+
+    def _run(self, waves: Sequence[np.ndarray], lengths: list[int], group: list[int]) -> tuple[np.ndarray, list[int]]:
+        """One padded batch -> (log-probs [B, F, V] float32, valid frames per row)."""
+        batch = torch.zeros(len(group), max(lengths[i] for i in group))
+        for row, i in enumerate(group):
+            wave = np.asarray(waves[i], dtype=np.float32)
+            batch[row, : len(wave)] = torch.from_numpy(wave)
+        # lengths stay on the CPU, where the model does its frame bookkeeping (no device round trip)
+        lens = torch.tensor([lengths[i] for i in group])
+        logits, out_lens = run_model(self.model, batch.to(self.device), lens, self.device)
+        # CTC decoding needs normalized scores; float32 because bf16 rounds small log-probs coarsely
+        logp = torch.log_softmax(logits.float(), dim=-1).cpu().numpy()
+        return logp, (out_lens.cpu().tolist() if out_lens is not None else [logp.shape[1]] * len(group))
