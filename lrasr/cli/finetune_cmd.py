@@ -26,8 +26,10 @@ def finetune(
 
     try:
         summary = run_finetune(load(recipe, workdir), device=device, resume=resume, max_steps=max_steps)
-    finally:
-        shutdown_distributed()
+    except BaseException:
+        shutdown_distributed(completed=False)
+        raise
+    shutdown_distributed()
     if not env_info().is_main:
         return
     rows = [(k, v if not isinstance(v, dict) else ", ".join(f"{a}: {b}" for a, b in v.items()) or "-")

@@ -24,7 +24,9 @@ def pretrain(
 
     try:
         summary = run_pretrain(load(recipe, workdir), device=device, resume=resume, max_steps=max_steps)
-    finally:
-        shutdown_distributed()
+    except BaseException:
+        shutdown_distributed(completed=False)
+        raise
+    shutdown_distributed()
     if env_info().is_main:
         err_console.print(summary_table("pretrain", summary_rows(summary)))
