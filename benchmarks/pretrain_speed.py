@@ -146,7 +146,7 @@ def _runner(step, model, device, wave, lengths):
         with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             step(wave, lengths)
         if cuda:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)  # the benchmark's GPU, not the current one (--device cuda:1)
         return time.perf_counter() - t0, time.process_time() - c0
 
     return run_one
@@ -207,9 +207,9 @@ def memory_worker(args: argparse.Namespace) -> None:
     run_one = _runner(step, model, device, wave, lengths)
     run_one()
     if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(device)
         run_one()
-        result = {"peak_mb": torch.cuda.max_memory_allocated() / 2**20}
+        result = {"peak_mb": torch.cuda.max_memory_allocated(device) / 2**20}
     else:
         Path("/proc/self/clear_refs").write_text("5")  # reset the RSS high-water mark
         before = _rss_mb("VmRSS")

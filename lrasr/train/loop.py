@@ -105,7 +105,8 @@ What the loop does
   folder, then renamed): ``out_dir/checkpoints/step_NNNNNNN/`` with ``model.safetensors`` and
   ``state.pt`` (optimizer, scheduler, GradScaler, RNG states, data position, counters, task state;
   loadable with ``torch.load(weights_only=True)``); ``out_dir/checkpoints/latest`` names the newest.
-  ``resume=True`` restores all of it and continues bit-for-bit on the same hardware;
+  ``resume=True`` restores all of it and continues bit-for-bit on the same CPU hardware (on CUDA the
+  same draws, but atomic adds in some backward kernels -- index_select, CTC -- vary the last bits);
   ``resume=False`` removes the previous run's checkpoints and starts over. Under torchrun each rank
   resumes from its own ``out_dir`` (only rank 0 writes): unless all restored the same update (a workdir
   all nodes share, or the checkpoint copied to each), every rank stops with a one-line ``LrasrError``.
