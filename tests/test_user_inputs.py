@@ -267,3 +267,14 @@ def test_transcribe_exits_nonzero_when_no_input_could_be_read(tmp_path):
     assert res.exit_code == 1, res.output
     assert "no input could be transcribed" in " ".join(res.output.split())
     assert out.read_text(encoding="utf-8") == "\n"  # the output still accounts for the input
+
+
+def test_folder_input_follows_linked_subfolders_once(tmp_path):
+    """A linked subfolder (recordings on another disk) was not entered, and its audio vanished without a
+    word; `lrasr prepare` does follow links. A link back to the folder itself must not loop."""
+    folder = tmp_path / "rec"
+    a = _wav(folder / "a.wav")
+    b = _wav(tmp_path / "elsewhere" / "b.wav")
+    os.symlink(tmp_path / "elsewhere", folder / "disk2")
+    os.symlink(folder, folder / "again")
+    assert expand_inputs([folder]) == [a, folder / "disk2" / b.name]

@@ -8,6 +8,7 @@ window is read. Memory is bounded by one window plus the pending beam searches, 
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -48,11 +49,19 @@ def _folder_audio(folder: Path) -> list[Path]:
     """Audio files below ``folder``, sorted; broken links with an audio extension are kept (they are
     reported as unreadable later) and every other file is counted in one warning, never dropped silently."""
     found, skipped = [], []
-    for p in sorted(folder.rglob("*")):
-        if p.suffix.lower() in AUDIO_EXTENSIONS and (p.is_file() or (p.is_symlink() and not p.exists())):
-            found.append(p)
-        elif p.is_file():
-            skipped.append(p)
+    visited = {folder.resolve()}  # linked subfolders are entered (as prepare does), each once: no loops
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = {d: (Path(root) / d).resolve() for d in dirs}
+        dirs[:] = sorted(d for d in dirs if real[d] not in visited)
+        visited.update(real[d] for d in dirs)
+        for name in files:
+            p = Path(root) / name
+            if p.suffix.lower() in AUDIO_EXTENSIONS and (p.is_file() or (p.is_symlink() and not p.exists())):
+                found.append(p)
+            elif p.is_file():
+                skipped.append(p)
+    found.sort()
+    skipped.sort()
     if not found:
         warn(f"{folder}: no audio files ({', '.join(sorted(AUDIO_EXTENSIONS))}) in this folder")
     if skipped:
@@ -250,8 +259,6 @@ def build_transcriber(model_dir: str | Path, lm_dir: str | Path | None = None, d
 
 
 def default_processes() -> int:
-    import os
-
     return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
