@@ -399,3 +399,20 @@ def test_inference_splits_a_batch_that_runs_out_of_gpu_memory():
     model.forward = no_gpu
     with pytest.raises(LrasrError, match="out of cpu memory on one 0.2 s chunk: lower the chunk length"):
         acoustic.log_probs(waves[-1:])
+
+
+def test_checkpoint_rng_state_leaves_cuda_alone_in_a_cpu_run(monkeypatch):
+    """Training on the CPU of a GPU machine must not initialise CUDA when it saves RNG states (GPU
+    memory, and the beam-search pool could then no longer fork); a CUDA run saves its generators."""
+    from lrasr.train.checkpoint import rng_state
+
+    def touched():
+        raise AssertionError("CUDA initialised by a CPU run")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", touched)
+    assert "cuda" not in rng_state()
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.zeros(16, dtype=torch.uint8)])
+    assert len(rng_state()["cuda"]) == 1

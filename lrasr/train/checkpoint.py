@@ -38,7 +38,9 @@ def rng_state() -> dict[str, Any]:
                   "has_gauss": int(np_state[3]), "cached": float(np_state[4])},
         "torch": torch.get_rng_state(),
     }
-    if torch.cuda.is_available():
+    # only when this process uses CUDA: reading the states initialises CUDA, which a CPU run on a GPU
+    # machine must not do (it costs GPU memory, and a CUDA-initialised process can no longer fork workers)
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
