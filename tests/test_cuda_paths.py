@@ -416,3 +416,81 @@ def test_checkpoint_rng_state_leaves_cuda_alone_in_a_cpu_run(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.zeros(16, dtype=torch.uint8)])
     assert len(rng_state()["cuda"]) == 1
+
+
+# ---------------------------------------------------------------- on a real GPU (skipped without one)
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _gpu_dtypes() -> list[torch.dtype]:
+    from lrasr.train.distributed import native_bf16
+
+    return [torch.float16] + ([torch.bfloat16] if native_bf16(torch.device("cuda:0")) else [])
+
+
+@gpu
+def test_gpu_models_train_a_step_under_autocast():
+    """Both models, forward + backward on the GPU in each autocast dtype it has: float32 losses,
+    finite gradients on every trained parameter, CTC loss on the GPU."""
+    from lrasr.model.config import Wav2Vec2Config
+    from lrasr.model.pretraining import Wav2Vec2ForPreTraining
+    from lrasr.stages.finetune import ctc_loss_sum
+
+    cuda = torch.device("cuda:0")
+    cfg = dataclasses.replace(Wav2Vec2Config.preset("tiny"), num_layers=2)
+    wave = torch.randn(3, 16000, generator=torch.Generator().manual_seed(0)).mul(0.1).to(cuda)
+    lengths = torch.tensor([16000, 12000, 9000])
+    for dtype in _gpu_dtypes():
+        torch.manual_seed(0)
+        pre = Wav2Vec2ForPreTraining(cfg).to(cuda).train()
+        with torch.autocast("cuda", dtype=dtype):
+            out = pre(wave, lengths)
+        assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss) and out.num_masked > 0
+        out.loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in pre.parameters() if p.grad is not None)
+        ctc = _tiny_ctc().to(cuda).train()
+        with torch.autocast("cuda", dtype=dtype):
+            logits, frames = ctc(wave, lengths)
+            loss, tokens = ctc_loss_sum(logits, frames, [[3, 4, 5], [4, 4], [5]])
+        assert logits.dtype == dtype and loss.dtype == torch.float32 and torch.isfinite(loss) and tokens == 6
+        loss.backward()
+        assert all(torch.isfinite(p.grad).all() for p in ctc.parameters() if p.grad is not None)
+
+
+@gpu
+def test_gpu_inference_agrees_with_the_cpu():
+    """The same CTC model on the GPU (autocast) and the CPU (float32): nearly the same log-probs and
+    the same best label on almost every frame."""
+    import copy
+
+    import numpy as np
+
+    model = _tiny_ctc()
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (16000, 9000, 4000)]
+    cpu = _acoustic(model).log_probs(waves)
+    gpu_out = _acoustic(copy.deepcopy(model).to("cuda:0"), "cuda:0").log_probs(waves)
+    for a, b in zip(cpu, gpu_out):
+        assert a.shape == b.shape and np.abs(a - b).max() < 0.25
+        assert (a.argmax(-1) == b.argmax(-1)).mean() > 0.9
+
+
+@gpu
+def test_gpu_training_loop_runs_saves_and_resumes(tmp_path):
+    """The loop on cuda:0 in each precision: finite weights, the GradScaler saved with fp16, and a
+    resumed run continuing from the checkpoint (optimizer moments moved back to the GPU)."""
+    from test_train_support import RegressionTask, flat_weights, make_manifest, small_cfg
+
+    from lrasr.train.loop import train
+
+    manifest = make_manifest(tmp_path / "audio", count=8)
+    for precision in ["fp16"] + (["bf16"] if torch.bfloat16 in _gpu_dtypes() else []):
+        out = tmp_path / precision
+        task = RegressionTask(manifest)
+        first = train(task, small_cfg(max_steps=4, device="cuda", precision=precision), out, resume=False)
+        assert first.steps == 4 and next(task.model.parameters()).device.type == "cuda"
+        state = torch.load(first.checkpoint / "state.pt", weights_only=True)
+        assert bool(state["scaler"]) == (precision == "fp16") and "cuda" in state["rng"]
+        task = RegressionTask(manifest)
+        second = train(task, small_cfg(max_steps=6, device="cuda", precision=precision), out, resume=True)
+        assert second.steps == 6 and torch.isfinite(flat_weights(task.model)).all()
