@@ -278,3 +278,17 @@ def test_folder_input_follows_linked_subfolders_once(tmp_path):
     os.symlink(tmp_path / "elsewhere", folder / "disk2")
     os.symlink(folder, folder / "again")
     assert expand_inputs([folder]) == [a, folder / "disk2" / b.name]
+
+
+def test_lm_build_unknown_language_names_the_option(tmp_path):
+    """`lrasr lm build --language xx` told the user to set prepare.text.script, a recipe key that this
+    command (no recipe) does not read."""
+    from typer.testing import CliRunner
+
+    from lrasr.cli import app
+
+    text = tmp_path / "t.txt"
+    text.write_text("one two\n", encoding="utf-8")
+    res = CliRunner().invoke(app, ["lm", "build", str(text), "-o", str(tmp_path / "lm"), "--language", "xx"])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2 and "--language xx" in out and "prepare.text" not in out, out

@@ -86,8 +86,12 @@ def lm_build(
     defaults = LmConfig()  # the recipe's lm section holds the defaults
     normalizer = None
     if language:
-        from lrasr.text.normalize import Normalizer
+        from lrasr.errors import LrasrError
+        from lrasr.text.normalize import LANGUAGE_SCRIPTS, Normalizer
 
+        if language.lower() not in LANGUAGE_SCRIPTS:  # the Normalizer's own hint names a recipe key
+            raise LrasrError(f"--language {language}: no text normalization known for it; use one of "
+                             f"{', '.join(sorted(LANGUAGE_SCRIPTS))}, or leave --language out (no language normalization)")
         normalizer = Normalizer(language.lower(), TextConfig())
     result = build_lm(read_text_files(text), output, order=defaults.order if order is None else order,
                       prune=prune or None, memory=memory or defaults.memory, normalizer=normalizer,
