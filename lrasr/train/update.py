@@ -174,7 +174,8 @@ def out_of_memory_message(task: Any, batch: Batch, device: torch.device) -> str:
     section = getattr(task, "name", "") or "the stage"
     return (f"out of {device} memory on a micro-batch of {rows} utterance(s) x {samples / SAMPLE_RATE:.1f} s "
             f"({padded:.0f} s of padded audio): lower {section}.max_device_batch_seconds in the recipe (the update "
-            f"keeps batch_seconds of audio by accumulating more micro-batches), or use shorter crops or a smaller model")
+            f"keeps batch_seconds of audio by accumulating more micro-batches; checkpoints written with the old value "
+            f"need --no-resume), or use shorter crops or a smaller model")
 
 
 def log_row(metric_sums: dict[str, list[float]], window: dict[str, float], info: D.DistInfo,
