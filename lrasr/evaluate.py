@@ -301,9 +301,9 @@ def evaluate_model(model_dir: str | Path, manifest: str | Path, out_dir: str | P
 
 def _manifest_paths(manifest: Path) -> list[Path]:
     """The audio paths of a manifest's rows, in order (as ``split_logits`` read them)."""
-    from lrasr.data.manifest import audio_paths, read_manifest
+    from lrasr.data.manifest import audio_paths, read_labeled_manifest
 
-    return audio_paths(read_manifest(manifest, required=("id", "audio", "text")), manifest)
+    return audio_paths(read_labeled_manifest(manifest), manifest)
 
 
 def _unreadable_reason(path: Path) -> str:

@@ -292,3 +292,22 @@ def test_lm_build_unknown_language_names_the_option(tmp_path):
     res = CliRunner().invoke(app, ["lm", "build", str(text), "-o", str(tmp_path / "lm"), "--language", "xx"])
     out = " ".join(res.output.split())
     assert res.exit_code == 2 and "--language xx" in out and "prepare.text" not in out, out
+
+
+def test_evaluate_reads_a_labeled_corpus_tsv(tmp_path):
+    """`lrasr evaluate -m M transcripts.tsv` on the user's own labeled TSV (path + text, as in a recipe's
+    tsv corpus) was refused: "manifest lacks column(s) id, audio". `path` now names the audio and a
+    missing id is the audio file's stem (numbered when two stems are the same)."""
+    from lrasr.data.manifest import read_labeled_manifest
+    from lrasr.evaluate import evaluate_model
+    from tests.test_transcribe import make_model_dir
+
+    _wav(tmp_path / "a" / "x.wav", 0.5)
+    _wav(tmp_path / "b" / "x.wav", 0.5)
+    tsv = tmp_path / "transcripts.tsv"
+    tsv.write_text("path\ttext\na/x.wav\tഒന്ന്\nb/x.wav\tരണ്ട്\n", encoding="utf-8")
+    frame = read_labeled_manifest(tsv)
+    assert list(frame["id"]) == ["x", "x-2"] and list(frame["audio"]) == ["a/x.wav", "b/x.wav"]
+    model = make_model_dir(tmp_path / "m", ["ഒന്ന് രണ്ട്"])
+    report = evaluate_model(model, tsv, tmp_path / "rep", device="cpu")
+    assert report.utterances == 2

@@ -71,6 +71,29 @@ def read_manifest(path: str | Path, required: Iterable[str] = ("id", "audio", "d
     return frame
 
 
+def read_labeled_manifest(path: str | Path) -> pd.DataFrame:
+    """A labeled manifest for scoring: lrasr's (id, audio, text) or a user's labeled corpus TSV, whose
+    audio column is ``path`` (a recipe tsv corpus's default) and whose ids may be absent (then the audio
+    file's stem, numbered ``-2``, ``-3`` ... when stems repeat)."""
+    frame = read_manifest(path, required=())
+    if "audio" not in frame.columns and "path" in frame.columns:
+        frame = frame.rename(columns={"path": "audio"})
+    missing = [c for c in ("audio", "text") if c not in frame.columns]
+    if missing:
+        found = ", ".join(map(str, frame.columns))
+        raise LrasrError(f"manifest lacks column(s) {', '.join(missing)} (it has: {found}); "
+                         "a labeled manifest needs audio (or path) and text columns", path)
+    if "id" not in frame.columns:
+        seen: dict[str, int] = {}
+        ids = []
+        for audio in frame["audio"]:
+            stem = Path(str(audio)).stem
+            seen[stem] = seen.get(stem, 0) + 1
+            ids.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
+        frame.insert(0, "id", ids)
+    return frame
+
+
 def audio_paths(frame: pd.DataFrame, manifest_path: str | Path) -> list[Path]:
     """Absolute audio paths of a manifest's rows (``audio`` is relative to the manifest's folder)."""
     root = Path(manifest_path).resolve().parent

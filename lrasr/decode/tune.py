@@ -57,9 +57,9 @@ class SplitLogits:
 def split_logits(manifest: Path, acoustic, chunk_seconds: float, segmenter=None, label: str = "") -> SplitLogits:
     """Run ``acoustic`` over every utterance of ``manifest`` (long ones chunked); unreadable audio is
     warned about and scored as an empty hypothesis."""
-    from lrasr.data.manifest import audio_paths, read_manifest
+    from lrasr.data.manifest import audio_paths, read_labeled_manifest
 
-    frame = read_manifest(manifest, required=("id", "audio", "text"))
+    frame = read_labeled_manifest(manifest)
     if len(frame) == 0:
         raise StageError("the split has no utterances", manifest)
     paths = audio_paths(frame, manifest)
