@@ -7,8 +7,9 @@ directory. Errors name the file and the key's dotted path, never a traceback.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -266,8 +267,11 @@ class Recipe(Section):
         return self.workdir / stage
 
     def stages(self) -> list[str]:
-        """The stages this recipe runs, in order (pretrain and lm are optional)."""
-        return [s for s in STAGES if s not in ("pretrain", "finetune", "lm") or getattr(self, s)]
+        """The stages this recipe runs, in order (pretrain, finetune and lm are optional; evaluate
+        needs finetune's model, so a recipe without a finetune section stops before it)."""
+        wanted = {"prepare": True, "pretrain": self.pretrain, "finetune": self.finetune, "lm": self.lm,
+                  "evaluate": self.finetune}
+        return [s for s in STAGES if wanted[s]]
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
@@ -285,8 +289,35 @@ def _format_validation_error(err: ValidationError, source: Path | str) -> str:
     for e in err.errors():
         loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x in ("function-after",)))
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        if e["type"] == "extra_forbidden" and loc and isinstance(loc[-1], str):
+            msg += _did_you_mean(loc)
         lines.append(f"{source}: {_format_loc(loc)}: {msg}")
     return "\n".join(lines)
+
+
+def _section_model(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside a field's annotation (``X``, ``X | None``, ``list[X]``), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = _section_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    """" (did you mean X?)" for a misspelt key, from the fields of the section it sits in; else ""."""
+    model: type[BaseModel] | None = Recipe
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if model is not None else None
+        model = _section_model(field.annotation) if field is not None else None
+        if model is None:
+            return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:

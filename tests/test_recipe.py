@@ -59,10 +59,21 @@ def test_unknown_key_names_file_and_dotted_path(recipe_dir):
     path = write(recipe_dir, GOOD.replace("finetune: {max_steps: 5}", "finetune: {max_step: 5}"))
     with pytest.raises(RecipeError) as err:
         load_recipe(path)
-    assert str(path) in str(err.value) and "finetune.max_step: unknown key" in str(err.value)
+    assert str(path) in str(err.value) and "finetune.max_step: unknown key (did you mean max_steps?)" in str(err.value)
     path = write(recipe_dir, GOOD.replace("      path: lab/transcripts.tsv", "      path: lab/transcripts.tsv\n      colour: red"))
-    with pytest.raises(RecipeError, match=r"corpora\.labeled\[0\]\.colour: unknown key"):
+    with pytest.raises(RecipeError, match=r"corpora\.labeled\[0\]\.colour: unknown key$"):  # nothing close
         load_recipe(path)
+    path = write(recipe_dir, GOOD.replace("finetune: {max_steps: 5}", "finetune: {max_steps: 5}\nprepare: {splt: {dev: 0.1}}"))
+    with pytest.raises(RecipeError, match=r"prepare\.splt: unknown key \(did you mean split\?\)"):
+        load_recipe(path)
+
+
+def test_a_recipe_without_finetune_stops_before_evaluate(recipe_dir):
+    """evaluate needs finetune's model: a prepare-only (or prepare + pretrain) recipe does not list it."""
+    path = write(recipe_dir, GOOD.replace("finetune: {max_steps: 5}", ""))
+    assert load_recipe(path).stages() == ["prepare"]
+    path = write(recipe_dir, GOOD.replace("finetune: {max_steps: 5}", "pretrain: {max_steps: 5}"))
+    assert load_recipe(path).stages() == ["prepare", "pretrain"]
 
 
 def test_wrong_type_and_value(recipe_dir):

@@ -40,7 +40,8 @@ def finetune(
 @app.command()
 @user_errors
 def evaluate(
-    manifest: Path = typer.Argument(..., help="Labeled manifest (TSV with id, audio, text[, speaker])."),
+    manifest: Path = typer.Argument(..., help="Labeled manifest: a prepared split (TSV with id, audio, "
+                                              "text[, speaker]) or your own labeled TSV with path and text."),
     model: Path = typer.Option(..., "--model", "-m", help="Fine-tuned model folder (finetune/model)."),
     out: Optional[Path] = typer.Option(None, "--output", "--out", "-o",
                                        help="Report folder (default: eval/<manifest folder> beside the model)."),
