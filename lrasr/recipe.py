@@ -26,14 +26,17 @@ class Section(BaseModel):
 
 
 # ----------------------------------------------------------------------------------------- corpora
+# File extensions read as audio when a folder is searched (prepare's unlabeled corpora and folder-format
+# labeled corpora, transcribe's folder inputs): libsndfile's formats and what ffmpeg decodes, phone
+# recorders' AMR/3GP included. Not .caf: torchcodec drops the first ALAC packet there (~0.19 s).
+AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "oga", "opus", "mp3", "m4a", "mp4", "webm", "mka", "aac", "wma", "aiff",
+                    "aif", "au", "amr", "3gp")
+
+
 class UnlabeledCorpus(Section):
     path: Path
     card: str | None = None
-    extensions: list[str] = Field(
-        default_factory=lambda: [
-            "wav", "flac", "ogg", "opus", "mp3", "m4a", "mp4", "webm", "aac", "aiff", "aif",
-        ]
-    )
+    extensions: list[str] = Field(default_factory=lambda: list(AUDIO_EXTENSIONS))
 
 
 PARQUET_AUDIO_COLUMN = "audio"  # the datasets library's Audio feature; a parquet corpus's audio_column unless set

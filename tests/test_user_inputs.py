@@ -22,20 +22,20 @@ def _wav(path: Path, seconds: float = 0.2) -> Path:
 
 
 def test_folder_input_names_what_it_skipped_and_keeps_broken_links(tmp_path, capsys):
-    """A folder's files with other extensions (.wma, .txt) used to vanish without a word, and a broken
+    """A folder's files with other extensions (.caf, .txt) used to vanish without a word, and a broken
     symbolic link named .wav too: the link is now an input (reported unreadable when transcribed) and
     the skipped files are counted in a warning that names an example and says how to include them."""
     folder = tmp_path / "rec"
     good = _wav(folder / "b.wav")
     _wav(folder / "sub" / "a.WAV")
-    (folder / "clip.wma").write_bytes(b"\x00" * 10)
+    (folder / "clip.caf").write_bytes(b"\x00" * 10)
     (folder / "notes.txt").write_text("x", encoding="utf-8")
     os.symlink(tmp_path / "gone.wav", folder / "broken.wav")
     paths = expand_inputs([folder])
     assert paths == [folder / "b.wav", folder / "broken.wav", folder / "sub" / "a.WAV"]
     assert good in paths
     err = " ".join(capsys.readouterr().err.split())
-    assert "2 file(s)" in err and "clip.wma" in err and "give them as files" in err
+    assert "2 file(s)" in err and "clip.caf" in err and "give them as files" in err
 
 
 def test_manifest_with_a_path_column_is_transcribable(tmp_path):
@@ -311,3 +311,29 @@ def test_evaluate_reads_a_labeled_corpus_tsv(tmp_path):
     model = make_model_dir(tmp_path / "m", ["ഒന്ന് രണ്ട്"])
     report = evaluate_model(model, tsv, tmp_path / "rep", device="cpu")
     assert report.utterances == 2
+
+
+@pytest.mark.parametrize("ext,args", [("wma", ["-c:a", "wmav2"]), ("mka", ["-c:a", "libvorbis"]),
+                                      ("3gp", ["-c:a", "aac", "-ar", "16000"]), ("oga", ["-c:a", "libvorbis"]),
+                                      ("au", ["-c:a", "pcm_s16be"])])
+def test_folders_pick_up_phone_and_windows_formats(tmp_path, ext, args):
+    """.wma, .mka, .3gp (phone recorders), .oga and .au decode fine when named; a folder of them used to be
+    skipped with a warning by transcribe and by prepare's unlabeled corpora. Now every folder search uses
+    the one list in lrasr.recipe.AUDIO_EXTENSIONS, and what it finds decodes to the right length."""
+    import shutil
+    import subprocess
+
+    from lrasr.audio.decode import load
+    from lrasr.recipe import UnlabeledCorpus
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg not installed (make test installs it)")
+    wav = _wav(tmp_path / "src.wav", seconds=1.0)
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    target = folder / f"talk.{ext}"
+    subprocess.run(["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-i", str(wav), *args, str(target)],
+                   check=True)
+    assert expand_inputs([folder]) == [target]
+    assert ext in UnlabeledCorpus(path=folder).extensions
+    assert abs(load(target).size - SAMPLE_RATE) < 0.1 * SAMPLE_RATE

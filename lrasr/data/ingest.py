@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Iterator
 
 from lrasr.data.manifest import RejectLog
+from lrasr import recipe as recipe_defaults
 from lrasr.errors import LrasrError
 from lrasr.recipe import LabeledCorpus
 
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".mp4", ".webm", ".aac", ".aiff", ".aif")
+AUDIO_EXTENSIONS = tuple("." + ext for ext in recipe_defaults.AUDIO_EXTENSIONS)
 
 
 @dataclass

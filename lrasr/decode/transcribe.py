@@ -22,10 +22,11 @@ from lrasr.data.manifest import audio_paths, read_manifest
 from lrasr.decode.chunking import Chunk, iter_chunks, vad_segmenter
 from lrasr.decode.greedy import greedy_hypothesis
 from lrasr.decode.types import Hypothesis, merge_hypotheses
+from lrasr import recipe as recipe_defaults
 from lrasr.errors import LrasrError
 from lrasr.report import progress, warn
 
-AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".mp4", ".webm", ".aac", ".aiff", ".aif"}
+AUDIO_EXTENSIONS = {"." + ext for ext in recipe_defaults.AUDIO_EXTENSIONS}
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
