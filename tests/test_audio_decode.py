@@ -148,6 +148,28 @@ def test_bad_files_raise_audio_error_naming_the_file(tmp_path, speech_wav):
         assert str(path) in str(err.value) and words in str(err.value).lower(), str(err.value)
 
 
+def test_check_end_finds_a_cut_off_wav(tmp_path, speech_wav):
+    """libsndfile reads a cut-off WAV to what is left without a word; its data chunk header still says
+    how much was written, so check_end (used before a labeled item is accepted) names the file and both
+    lengths. A complete WAV, one cut by a few bytes, and a streaming header (size 0) pass."""
+    from lrasr.audio.decode import check_end, wav_shortfall
+
+    data = speech_wav.read_bytes()
+    full = probe(speech_wav)
+    check_end(speech_wav, full)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AudioError, match=r"damaged or truncated: the header promises (\d+\.\d+) s") as err:
+        check_end(cut, probe(cut))
+    assert str(cut) in str(err.value) and f"{full.duration:.2f} s but" in str(err.value)
+    (tmp_path / "nearly.wav").write_bytes(data[:-100])
+    assert wav_shortfall(tmp_path / "nearly.wav") is None
+    pos = data.index(b"data")
+    streamed = data[: pos + 4] + (0).to_bytes(4, "little") + data[pos + 8: len(data) // 2]
+    (tmp_path / "streamed.wav").write_bytes(streamed)
+    assert wav_shortfall(tmp_path / "streamed.wav") is None
+
+
 def test_truncated_wav_decodes_what_is_there_or_fails_cleanly(tmp_path, speech_wav):
     data = speech_wav.read_bytes()
     cut = tmp_path / "cut.wav"

@@ -146,3 +146,21 @@ def test_referenced_file_cut_off_after_its_header_is_rejected(tmp_path, fmt):
     ok, bad = (check_audio(job) for job in reference)
     assert ok.ok and ok.audio == str(full)
     assert not bad.ok and "damaged or truncated" in bad.reason and str(cut) in bad.reason
+
+
+@pytest.mark.parametrize("rewrite", [False, True])
+def test_cut_off_wav_is_rejected_whether_referenced_or_rewritten(tmp_path, rewrite):
+    """A WAV cut off after its header decodes without error to what is left, so its transcript would be
+    paired with part of its audio: rejected in both labeled-audio modes (reference and flac rewrite). A
+    segment (start/end) inside what is left is still fine."""
+    t = np.arange(16000 * 4) / 16000
+    full = tmp_path / "full.wav"
+    sf.write(str(full), (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    ok, bad = (check_audio(make_job(p, None, None, None, None, tmp_path / f"{p.stem}.flac", rewrite, FilterConfig()))
+               for p in (full, cut))
+    assert ok.ok
+    assert not bad.ok and "the header promises 4.00 s but the file holds 2.00 s" in bad.reason and str(cut) in bad.reason
+    part = check_audio(make_job(cut, 0.5, 1.5, None, None, tmp_path / "part.flac", rewrite, FilterConfig()))
+    assert part.ok

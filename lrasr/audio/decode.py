@@ -90,10 +90,19 @@ def check_end(path: str | Path, info: AudioInfo) -> None:
 
     A cut-off FLAC or MP3 keeps a header that claims the full length, so ``probe`` alone accepts it;
     reading from 1024 samples before the promised end (a seek, about a millisecond) finds the damage.
-    WAV and Ogg lengths come from the data itself (checking them costs up to 3 ms each for nothing);
-    files that only ffmpeg reads are not checked here.
+    A cut-off WAV (a recorder that died, an interrupted copy) decodes without complaint to what is left,
+    since libsndfile takes its length from the file size: its ``data`` chunk header says how much was
+    written (``wav_shortfall``). Ogg lengths come from the data itself; files that only ffmpeg reads are
+    not checked here.
     """
     if info.backend != "soundfile" or info.num_frames <= 0:
+        return
+    if Path(path).suffix.lower() == ".wav":
+        shortfall = wav_shortfall(path)
+        if shortfall is not None:
+            declared, held = shortfall
+            raise AudioError(f"damaged or truncated: the header promises {info.duration * declared / held:.2f} s "
+                             f"but the file holds {info.duration:.2f} s", path)
         return
     if Path(path).suffix.lower() not in HEADER_LENGTH_EXTENSIONS:
         return
@@ -107,6 +116,27 @@ def check_end(path: str | Path, info: AudioInfo) -> None:
     if got == 0:  # not got < want: an MP3 header's length is an estimate, often a few ms long
         raise AudioError(f"damaged or truncated: the header promises {info.duration:.2f} s but the data ends earlier",
                          path)
+
+
+def wav_shortfall(path: str | Path, slack: int = 1024) -> tuple[int, int] | None:
+    """(bytes the ``data`` chunk declares, bytes the file holds) of a RIFF/WAVE file cut off by more than
+    ``slack`` bytes, else None (not a plain RIFF WAV, size unknown: 0 or 0xFFFFFFFF as streaming
+    recorders write it, or complete)."""
+    with open(path, "rb") as handle:
+        head = handle.read(1 << 16)
+        size = os.fstat(handle.fileno()).st_size
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos = 12
+    while pos + 8 <= len(head):
+        chunk, length = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
+        if chunk == b"data":
+            held = size - (pos + 8)
+            if length in (0, 0xFFFFFFFF) or held <= 0 or held >= length - slack:
+                return None
+            return length, held
+        pos += 8 + length + (length & 1)  # chunks are word-aligned
+    return None
 
 
 def _to_mono(block: np.ndarray) -> np.ndarray:

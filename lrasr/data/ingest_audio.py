@@ -94,11 +94,12 @@ def check_audio(job: AudioJob) -> AudioResult:
         return AudioResult(False, reason=f"too short: {seconds:.2f} s < filters.min_seconds {job.min_seconds}")
     if seconds > job.max_seconds:
         return AudioResult(False, reason=f"too long: {seconds:.2f} s > filters.max_seconds {job.max_seconds}")
-    if not (job.rewrite or cut):
-        try:  # referenced as it is, never decoded here: at least make sure it is not cut off
+    if not cut:
+        try:  # a cut-off file would pair its transcript with part of the audio (a WAV decodes anyway)
             check_end(path, info)
         except AudioError as exc:
             return AudioResult(False, reason=f"undecodable audio: {path}: {exc.reason}")
+    if not (job.rewrite or cut):
         return AudioResult(True, file_seconds, str(path))
     out = Path(job.flac_out)
     # taken before decoding: a source changed while it is read no longer matches on the next run
