@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from lrasr.audio.decode import SAMPLE_RATE, AudioError, iter_blocks, probe, save_flac
+from lrasr.audio.decode import SAMPLE_RATE, AudioError, iter_blocks, probe, save_flac, wav_shortfall
 from lrasr.io import file_sha1
 from lrasr.recipe import FilterConfig, VadConfig
 from lrasr.vad.backends import to_int16
@@ -95,12 +95,33 @@ def process_recording(source: str, out_dir: str, vad: dict[str, Any], filters: d
         record["problems"].append({"reason": f"decoding failed: stopped after {decoded:.1f} s of {info.duration:.1f} s "
                                              f"({failure[0].reason}); kept {kept} segment(s) before it",
                                    "start": round(decoded, 3), "end": round(info.duration, 3)})
+    if not failure and path.suffix.lower() == ".wav":
+        _note_cut_off_wav(path, record)
     if decoded == 0.0 and not record["problems"]:
         record["problems"].append({"reason": "empty audio: no samples decoded"})
     elif not record["segments"] and not record["problems"]:
         record["problems"].append({"reason": f"no speech: VAD ({vad_cfg.backend}) found none in {decoded:.1f} s",
                                    "start": 0.0, "end": round(decoded, 3)})
     return record
+
+
+def _note_cut_off_wav(path: Path, record: dict[str, Any]) -> None:
+    """A WAV cut off after its header decodes to what is left without an error: its segments are kept,
+    and a problem row says what is missing (records written before this check lack the row; it is not
+    worth a RECORD_VERSION bump, which would segment every corpus again)."""
+    try:
+        shortfall = wav_shortfall(path)
+    except OSError:
+        return
+    if shortfall is None:
+        return
+    declared, held = shortfall
+    decoded = record["duration"]
+    promised = decoded * declared / held
+    kept = sum(1 for s in record["segments"] if s["reject"] is None)
+    record["problems"].append({"reason": f"truncated: the header promises {promised:.1f} s but the file holds "
+                                         f"{decoded:.1f} s; kept {kept} segment(s) before the cut",
+                               "start": round(decoded, 3), "end": round(promised, 3)})
 
 
 def _counting(blocks, record: dict[str, Any], failure: list[AudioError]):
