@@ -337,3 +337,24 @@ def test_folders_pick_up_phone_and_windows_formats(tmp_path, ext, args):
     assert expand_inputs([folder]) == [target]
     assert ext in UnlabeledCorpus(path=folder).extensions
     assert abs(load(target).size - SAMPLE_RATE) < 0.1 * SAMPLE_RATE
+
+
+def test_transcribe_says_when_a_wav_is_cut_off(tmp_path):
+    """A WAV cut off after its header (a recorder that died) decodes without an error to what is left;
+    transcribe now says so instead of silently writing a transcript of half a recording."""
+    from typer.testing import CliRunner
+
+    from lrasr.cli import app
+    from tests.test_transcribe import make_model_dir
+
+    model = make_model_dir(tmp_path / "m", ["ഒന്ന് രണ്ട്"])
+    t = np.arange(2 * SAMPLE_RATE) / SAMPLE_RATE
+    full = tmp_path / "full.wav"
+    sf.write(str(full), (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), SAMPLE_RATE)
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    res = CliRunner().invoke(app, ["transcribe", "-m", str(model), "--device", "cpu", "-o", str(tmp_path / "t.txt"),
+                                   str(full), str(cut)])
+    said = " ".join(res.output.split())
+    assert "the header promises 2.0 s but the file holds 1.0 s" in said and "cut.wav" in said
+    assert "full.wav: truncated" not in said

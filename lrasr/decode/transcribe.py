@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from lrasr.audio.decode import AudioError, probe
+from lrasr.audio.decode import AudioError, probe, wav_shortfall
 from lrasr.data.manifest import audio_paths, read_manifest
 from lrasr.decode.chunking import Chunk, iter_chunks, vad_segmenter
 from lrasr.decode.greedy import greedy_hypothesis
@@ -139,6 +139,7 @@ class Transcriber:
             index = 0
             try:
                 entry.result.seconds = probe(path).duration
+                _warn_if_cut_off(path, entry.result.seconds)
                 for index, chunk in enumerate(iter_chunks(path, self.chunk_seconds, self.segmenter,
                                                           self.block_seconds), 1):
                     yield entry, index - 1, chunk
@@ -214,6 +215,21 @@ class Transcriber:
             self.stats.failed += 1
             what = "keeping the text before the failure" if result.hypothesis.text else "writing an empty transcript"
             warn(f"{result.error}; {what}")
+
+
+def _warn_if_cut_off(path: Path, seconds: float) -> None:
+    """A WAV cut off after its header decodes to what is left without an error: say so (the transcript
+    is written for the part that is there)."""
+    if path.suffix.lower() != ".wav":
+        return
+    try:
+        shortfall = wav_shortfall(path)
+    except OSError:
+        return
+    if shortfall is not None:
+        declared, held = shortfall
+        warn(f"{path}: truncated: the header promises {seconds * declared / held:.1f} s but the file holds "
+             f"{seconds:.1f} s; transcribing what is there")
 
 
 def _resolve(value) -> Hypothesis:
