@@ -358,3 +358,18 @@ def test_transcribe_says_when_a_wav_is_cut_off(tmp_path):
     said = " ".join(res.output.split())
     assert "the header promises 2.0 s but the file holds 1.0 s" in said and "cut.wav" in said
     assert "full.wav: truncated" not in said
+
+
+def test_segment_names_keep_indic_file_names_whole():
+    """Segment folders and ids come from the recording's name. Indic vowel signs and viramas are
+    combining marks, which a \\w pattern drops: 'മലയാളം' came out as 'മലയ_ള'. Marks, digits, letters
+    and zero-width joiners now survive (NFC); spaces and punctuation still become one '_'."""
+    from lrasr.vad.recording import safe_stem
+
+    assert safe_stem(Path("മലയാളം_സംഭാഷണം.wav")) == "മലയാളം_സംഭാഷണം"
+    assert safe_stem(Path("बातचीत रिकॉर्डिंग (2).mp3")) == "बातचीत_रिकॉर्डिंग_2"
+    assert safe_stem(Path("ന\u0d4d\u200dറെ.wav")) == "ന\u0d4d\u200dറെ"
+    assert safe_stem(Path("normal-file_01.wav")) == "normal-file_01"  # ASCII names as before
+    assert safe_stem(Path("a  b!!c.wav")) == "a_b_c" and safe_stem(Path("....wav")) == "audio"
+    decomposed = "ക\u0d46\u0d3e"  # KA + E + AA: NFC composes the two vowel signs into one (U+0D4A)
+    assert safe_stem(Path(decomposed + ".wav")) == "\u0d15\u0d4a"

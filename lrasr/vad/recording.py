@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import shutil
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,16 @@ RECORD_VERSION = 5  # bump when a record's meaning, reason texts or decoded samp
 
 
 def safe_stem(path: Path) -> str:
-    """A file-name-safe, id-safe short form of the input's stem."""
-    stem = re.sub(r"[^\w.-]+", "_", path.stem, flags=re.UNICODE).strip("._") or "audio"
-    return stem[:60]
+    """A file-name-safe, id-safe short form of the input's stem (NFC, at most 60 characters).
+
+    Letters, combining marks and digits of every script are kept: Indic vowel signs and viramas are
+    marks, which ``\\w`` leaves out (a Malayalam name came out in fragments), and so are the zero-width
+    (non-)joiners that select Indic letter forms. Anything else (spaces,
+    punctuation, bytes that are not UTF-8) becomes one ``_``. Records written before keep their ids.
+    """
+    stem = unicodedata.normalize("NFC", path.stem)
+    kept = "".join(c if c in ".-_\u200c\u200d" or unicodedata.category(c)[0] in "LMN" else " " for c in stem)
+    return re.sub(r" +", "_", kept).strip("._")[:60] or "audio"
 
 
 def input_key(path: Path) -> str:
