@@ -222,7 +222,8 @@ class FinetuneConfig(TrainCommon):
 class LmConfig(Section):
     order: int = Field(3, ge=2, le=6)  # KenLM cannot load unigram-only models
     prune: list[int] | None = None
-    memory: str = "10%"
+    # KenLM's -S: a number with one of % b k K M G T P E Z Y (none means kilobytes)
+    memory: str = Field("10%", pattern=r"^\d+(\.\d+)?[%bkKMGTPEZY]?$")
     include_train_text: bool = True
 
 

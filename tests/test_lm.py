@@ -110,6 +110,16 @@ def test_bad_lm_inputs(tmp_path):
         build_lm(["a b"], tmp_path / "out", order=1)
     with pytest.raises(LrasrError, match="prune"):
         build_lm(["a b"], tmp_path / "out", order=3, prune=[1, 1])
+    # a memory size KenLM cannot parse used to surface as lmplz's raw multi-line error
+    with pytest.raises(LrasrError, match=r"lm memory 'lots': give a size such as 10%"):
+        build_lm(["a b"], tmp_path / "out", order=3, memory="lots")
+    from pydantic import ValidationError
+
+    from lrasr.recipe import LmConfig
+
+    assert LmConfig(memory="2G").memory == "2G" and LmConfig(memory="1.5k").memory == "1.5k"
+    with pytest.raises(ValidationError):
+        LmConfig(memory="10 GB")
 
 
 def test_foreign_script_lines_are_skipped_and_counted(tmp_path):

@@ -211,6 +211,9 @@ def build_lm(
     if not 2 <= order <= 6:
         # KenLM's query side (kenlm.Model, build_binary) cannot load unigram-only models
         raise LrasrError(f"LM order must be 2..6 (KenLM cannot load a unigram model), got {order}")
+    if not re.fullmatch(r"\d+(\.\d+)?[%bkKMGTPEZY]?", str(memory)):
+        raise LrasrError(f"lm memory {memory!r}: give a size such as 10% (of RAM), 500M or 2G (KenLM's -S; "
+                         "suffixes % b K M G T, a bare number means kilobytes)")
     if prune:
         prune = list(prune)
         if len(prune) > order or prune[0] != 0 or any(b < a for a, b in zip(prune, prune[1:])):
