@@ -111,7 +111,7 @@ def shutdown_distributed(completed: bool = True) -> None:
     reducer sit in reference cycles that only the garbage collector breaks) and waits for the others
     (rank 0 is still writing the model). Left to interpreter shutdown, gloo's objects were destroyed
     with their worker threads still joinable: the rank that finished first died with SIGABRT
-    ("terminate called without an active exception") in about one multi-node run in six, and
+    ("terminate called without an active exception") in about one two-node run in seven, and
     torchrun's agent on the other node then waited minutes in its exit barrier. After a failure no
     barrier: the other ranks may be inside a collective that a barrier would wrongly pair with.
     """
@@ -239,8 +239,6 @@ class Replica:
                 raise LrasrError("no parameter of the model requires a gradient: nothing to train")
             if self._wrapper is not None:
                 self._wrapper = None  # release the old reducer (and its autograd hooks) first
-                import gc
-
                 gc.collect()
             # init_sync=False: ranks already hold rank 0's weights (broadcast_model at the start; every
             # update keeps them equal), so a rebuild need not broadcast the whole model again.
