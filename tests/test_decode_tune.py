@@ -129,3 +129,34 @@ def test_run_evaluate_without_prepare_says_what_to_do(tmp_path):
     recipe = Recipe.model_validate({"name": "t", "language": "ml", "workdir": str(tmp_path)})
     with pytest.raises(StageError, match="run the prepare stage first"):
         run_evaluate(recipe)
+
+
+def test_evaluate_and_tune_run_on_the_recipes_device(tmp_path, monkeypatch):
+    """A recipe that trains on the CPU (finetune.device: cpu, e.g. the GPU is busy) is evaluated and tuned
+    there too; it used to be 'auto' (the GPU) unless --device was given. --device still wins."""
+    import lrasr.decode.acoustic as acoustic_mod
+    from lrasr.decode.tune import tune_recipe
+    from lrasr.recipe import Recipe
+    from lrasr.stages.evaluate import run_evaluate
+
+    asked = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_model(folder, device=None, **kwargs):
+        asked.append(device)
+        raise Stop
+
+    monkeypatch.setattr(acoustic_mod, "AcousticModel", fake_model)
+    recipe = Recipe.model_validate({"name": "t", "language": "ml", "workdir": str(tmp_path),
+                                    "finetune": {"device": "cpu"}})
+    for split in ("dev", "test"):
+        (tmp_path / "prepare" / split).mkdir(parents=True)
+        (tmp_path / "prepare" / split / "manifest.tsv").write_text("id\taudio\ttext\n", encoding="utf-8")
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "lm" / "lm.arpa").write_text("", encoding="utf-8")
+    for call in (lambda: run_evaluate(recipe), lambda: tune_recipe(recipe), lambda: run_evaluate(recipe, "cuda:1")):
+        with pytest.raises(Stop):
+            call()
+    assert asked == ["cpu", "cpu", "cuda:1"]

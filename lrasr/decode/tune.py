@@ -31,6 +31,14 @@ def lm_dir(recipe) -> Path:
     return recipe.stage_dir("lm")
 
 
+def recipe_device(recipe, device: str | None) -> str | None:
+    """The device to run the recipe's model on: ``device`` when given (--device), else the one the
+    recipe trains it on (``finetune.device``), so evaluation and tuning follow a recipe that says cpu."""
+    if device is not None or recipe.finetune is None:
+        return device
+    return recipe.finetune.device
+
+
 @dataclass
 class SplitLogits:
     """A manifest split after one acoustic pass: per utterance, its chunks' (start s, log-probs [F, V])."""
@@ -160,7 +168,8 @@ def tune_recipe(recipe, device: str | None = None, acoustic=None) -> TuneResult:
         raise StageError("no dev split to tune on: run the prepare stage first", dev)
     cfg = recipe.decode
     if acoustic is None:
-        acoustic = AcousticModel(model_dir(recipe), device=device, batch_seconds=cfg.batch_seconds)
+        acoustic = AcousticModel(model_dir(recipe), device=recipe_device(recipe, device),
+                                 batch_seconds=cfg.batch_seconds)
     cached = split_logits(dev, acoustic, cfg.chunk_seconds, recipe_segmenter(recipe), "acoustic model on dev")
     with BeamDecoder(acoustic.tokenizer, lm, alpha=cfg.alpha, beta=cfg.beta, beam_width=cfg.beam_width,
                      processes=default_processes()) as decoder:

@@ -17,7 +17,7 @@ def run_evaluate(recipe, device: str | None = None) -> dict:
     from lrasr.decode.beam import BeamDecoder
     from lrasr.decode.transcribe import default_processes
     from lrasr.decode.tune import (beam_texts, greedy_texts, lm_dir, load_tuned, metrics, model_dir,
-                                   recipe_segmenter, score_texts, split_logits, tune_recipe)
+                                   recipe_device, recipe_segmenter, score_texts, split_logits, tune_recipe)
     from lrasr.evaluate import write_report
     from lrasr.text.normalize import recipe_normalizer
 
@@ -26,7 +26,7 @@ def run_evaluate(recipe, device: str | None = None) -> dict:
     if not manifest.is_file():
         raise StageError(f"no {split} split to evaluate: run the prepare stage first", manifest)
     cfg = recipe.decode
-    acoustic = AcousticModel(model_dir(recipe), device=device, batch_seconds=cfg.batch_seconds)
+    acoustic = AcousticModel(model_dir(recipe), device=recipe_device(recipe, device), batch_seconds=cfg.batch_seconds)
     normalizer = recipe_normalizer(recipe)
     out_dir = recipe.stage_dir("evaluate")
     cached = split_logits(manifest, acoustic, cfg.chunk_seconds, recipe_segmenter(recipe), f"acoustic model on {split}")
