@@ -121,21 +121,26 @@ def check_end(path: str | Path, info: AudioInfo) -> None:
 def wav_shortfall(path: str | Path, slack: int = 1024) -> tuple[int, int] | None:
     """(bytes the ``data`` chunk declares, bytes the file holds) of a RIFF/WAVE file cut off by more than
     ``slack`` bytes, else None (not a plain RIFF WAV, size unknown: 0 or 0xFFFFFFFF as streaming
-    recorders write it, or complete)."""
+    recorders write it, or complete). Reads only the chunk headers before ``data`` (tens of bytes
+    usually; run for every labeled WAV)."""
     with open(path, "rb") as handle:
-        head = handle.read(1 << 16)
         size = os.fstat(handle.fileno()).st_size
-    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return None
-    pos = 12
-    while pos + 8 <= len(head):
-        chunk, length = head[pos:pos + 4], int.from_bytes(head[pos + 4:pos + 8], "little")
-        if chunk == b"data":
-            held = size - (pos + 8)
-            if length in (0, 0xFFFFFFFF) or held <= 0 or held >= length - slack:
+        head = handle.read(12)
+        if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        pos = 12
+        for _ in range(256):  # fmt, LIST, fact, bext, ... then data
+            handle.seek(pos)
+            header = handle.read(8)
+            if len(header) < 8:
                 return None
-            return length, held
-        pos += 8 + length + (length & 1)  # chunks are word-aligned
+            chunk, length = header[:4], int.from_bytes(header[4:], "little")
+            if chunk == b"data":
+                held = size - (pos + 8)
+                if length in (0, 0xFFFFFFFF) or held <= 0 or held >= length - slack:
+                    return None
+                return length, held
+            pos += 8 + length + (length & 1)  # chunks are word-aligned
     return None
 
 
