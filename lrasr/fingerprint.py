@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Collection, Mapping
 
-from lrasr.io import file_sha1, write_json_atomic
+from lrasr.io import file_sha1, utf8_name, write_json_atomic
 
 # Settings that change how fast a stage runs or how much it logs, never what it produces: editing
 # them must not rerun anything.
@@ -25,9 +25,8 @@ MISSING = "missing"
 
 
 def _printable(name: str) -> str:
-    """A file name as UTF-8-writable text: bytes that are not UTF-8 (held as lone surrogates) become
-    ``\\xNN`` escapes, so the digest and the JSON cache can hold them; valid names are unchanged."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """A file name the digest and the JSON cache can hold (escapes keep distinct names distinct)."""
+    return utf8_name(name, "backslashreplace")
 
 
 def json_digest(value: Any) -> str:

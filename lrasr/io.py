@@ -60,3 +60,11 @@ def file_sha1(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
 
 def text_sha1(text: str) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+def utf8_name(name: str, errors: str = "replace") -> str:
+    """A file name as text that UTF-8 can hold. Bytes that are not UTF-8 (a latin-1 name from an old
+    archive) are held by Python as lone surrogates; they become U+FFFD (``errors="replace"``, for
+    people to read) or ``\\xNN`` escapes (``"backslashreplace"``, distinct names stay distinct).
+    Valid names are unchanged."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", errors)

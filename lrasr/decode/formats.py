@@ -10,6 +10,7 @@ import json
 from typing import Callable, Sequence
 
 from lrasr.decode.types import Hypothesis, Word
+from lrasr.io import utf8_name
 
 FORMATS = ("txt", "jsonl", "tsv", "srt", "vtt")
 # subtitle cues: at most this many seconds or words, and a new cue after a pause this long
@@ -20,14 +21,8 @@ CUE_PAUSE = 0.8
 Item = tuple[str, Hypothesis]
 
 
-def _utf8(text: str) -> str:
-    """A file name that is not valid UTF-8 (held as lone surrogates) with U+FFFD for the bad bytes, so
-    the transcript can be written as UTF-8."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
 def _clean(text: str) -> str:
-    return " ".join(_utf8(text).replace("\t", " ").split())
+    return " ".join(utf8_name(text).replace("\t", " ").split())
 
 
 def write_txt(items: Sequence[Item]) -> str:
@@ -44,9 +39,9 @@ def write_jsonl(items: Sequence[Item], errors: Sequence[str | None] | None = Non
     lines = []
     for i, (name, h) in enumerate(items):
         words = [{"word": w.text, "start": w.start, "end": w.end} for w in h.words]
-        row = {"source": _utf8(name), "text": h.text, "words": words}
+        row = {"source": utf8_name(name), "text": h.text, "words": words}
         if errors is not None and errors[i]:
-            row["error"] = _utf8(errors[i])
+            row["error"] = utf8_name(errors[i])
         lines.append(json.dumps(row, ensure_ascii=False))
     return "".join(line + "\n" for line in lines)
 

@@ -25,7 +25,7 @@ import pandas as pd
 from lrasr.audio.decode import AudioError, probe
 from lrasr.data.manifest import RejectLog, relative_audio, write_manifest
 from lrasr.errors import StageError
-from lrasr.io import file_sha1, text_sha1, write_json_atomic
+from lrasr.io import file_sha1, text_sha1, utf8_name, write_json_atomic
 from lrasr.recipe import STAGES
 from lrasr.report import progress, warn
 from lrasr.vad.recording import RECORD_VERSION, input_key, process_recording
@@ -85,8 +85,7 @@ def _utf8_names(paths: list[Path], rejects: RejectLog) -> list[Path]:
             str(path).encode("utf-8")
             kept.append(path)
         except UnicodeEncodeError:
-            shown = str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-            rejects.add(shown, "unreadable: file name is not valid UTF-8; rename it "
+            rejects.add(utf8_name(str(path)), "unreadable: file name is not valid UTF-8; rename it "
                                "(e.g. convmv -f latin1 -t utf8 --notest -r FOLDER)")
     return kept
 
