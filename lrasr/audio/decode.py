@@ -98,10 +98,9 @@ def check_end(path: str | Path, info: AudioInfo) -> None:
     if info.backend != "soundfile" or info.num_frames <= 0:
         return
     if Path(path).suffix.lower() == ".wav":
-        shortfall = wav_shortfall(path)
-        if shortfall is not None:
-            declared, held = shortfall
-            raise AudioError(f"damaged or truncated: the header promises {info.duration * declared / held:.2f} s "
+        promised = cut_off_wav_seconds(path, info.duration)
+        if promised is not None:
+            raise AudioError(f"damaged or truncated: the header promises {promised:.2f} s "
                              f"but the file holds {info.duration:.2f} s", path)
         return
     if Path(path).suffix.lower() not in HEADER_LENGTH_EXTENSIONS:
@@ -116,6 +115,21 @@ def check_end(path: str | Path, info: AudioInfo) -> None:
     if got == 0:  # not got < want: an MP3 header's length is an estimate, often a few ms long
         raise AudioError(f"damaged or truncated: the header promises {info.duration:.2f} s but the data ends earlier",
                          path)
+
+
+def cut_off_wav_seconds(path: str | Path, held_seconds: float) -> float | None:
+    """The length a WAV's header promises when the file was cut off after it (``held_seconds``: what
+    decodes), else None: not a .wav, complete, or unreadable (the decoder reports that itself)."""
+    if Path(path).suffix.lower() != ".wav":
+        return None
+    try:
+        shortfall = wav_shortfall(path)
+    except OSError:
+        return None
+    if shortfall is None:
+        return None
+    declared, held = shortfall
+    return held_seconds * declared / held
 
 
 def wav_shortfall(path: str | Path, slack: int = 1024) -> tuple[int, int] | None:

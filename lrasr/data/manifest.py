@@ -76,22 +76,35 @@ def read_labeled_manifest(path: str | Path) -> pd.DataFrame:
     audio column is ``path`` (a recipe tsv corpus's default) and whose ids may be absent (then the audio
     file's stem, numbered ``-2``, ``-3`` ... when stems repeat)."""
     frame = read_manifest(path, required=())
-    if "audio" not in frame.columns and "path" in frame.columns:
-        frame = frame.rename(columns={"path": "audio"})
+    named = with_audio_column(frame)
+    frame = named if named is not None else frame
     missing = [c for c in ("audio", "text") if c not in frame.columns]
     if missing:
         found = ", ".join(map(str, frame.columns))
         raise LrasrError(f"manifest lacks column(s) {', '.join(missing)} (it has: {found}); "
                          "a labeled manifest needs audio (or path) and text columns", path)
     if "id" not in frame.columns:
-        seen: dict[str, int] = {}
-        ids = []
-        for audio in frame["audio"]:
-            stem = Path(str(audio)).stem
-            seen[stem] = seen.get(stem, 0) + 1
-            ids.append(stem if seen[stem] == 1 else f"{stem}-{seen[stem]}")
-        frame.insert(0, "id", ids)
+        frame.insert(0, "id", unique_stems([str(a) for a in frame["audio"]], "-"))
     return frame
+
+
+def with_audio_column(frame: pd.DataFrame) -> pd.DataFrame | None:
+    """``frame`` with its audio files in an ``audio`` column: lrasr's own, or a labeled corpus TSV's
+    ``path`` (renamed); None when it has neither."""
+    if "audio" in frame.columns:
+        return frame
+    return frame.rename(columns={"path": "audio"}) if "path" in frame.columns else None
+
+
+def unique_stems(paths: Iterable[str | Path], sep: str) -> list[str]:
+    """The paths' file stems, a repeated one numbered ``<stem><sep>2``, ``<stem><sep>3`` ... in order."""
+    seen: dict[str, int] = {}
+    names = []
+    for path in paths:
+        stem = Path(path).stem
+        seen[stem] = seen.get(stem, 0) + 1
+        names.append(stem if seen[stem] == 1 else f"{stem}{sep}{seen[stem]}")
+    return names
 
 
 def audio_paths(frame: pd.DataFrame, manifest_path: str | Path) -> list[Path]:

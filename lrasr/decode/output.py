@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from lrasr.data.manifest import unique_stems
 from lrasr.decode.formats import WRITERS
 from lrasr.errors import LrasrError
 from lrasr.io import write_text_atomic
@@ -45,13 +46,7 @@ def check_output(output: str | Path | None, inputs: Sequence[str | Path]) -> Non
 
 
 def _unique_names(results) -> list[str]:
-    seen: dict[str, int] = {}
-    names = []
-    for r in results:
-        stem = Path(r.path).stem
-        seen[stem] = seen.get(stem, 0) + 1
-        names.append(stem if seen[stem] == 1 else f"{stem}.{seen[stem]}")
-    return names
+    return unique_stems([r.path for r in results], ".")
 
 
 def write_results(results: Sequence, fmt: str, output: str | Path | None, stdout=None) -> list[Path]:

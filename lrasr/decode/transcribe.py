@@ -17,12 +17,12 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from lrasr.audio.decode import AudioError, probe, wav_shortfall
-from lrasr.data.manifest import audio_paths, read_manifest
+from lrasr import recipe as recipe_defaults
+from lrasr.audio.decode import AudioError, cut_off_wav_seconds, probe
+from lrasr.data.manifest import audio_paths, read_manifest, with_audio_column
 from lrasr.decode.chunking import Chunk, iter_chunks, vad_segmenter
 from lrasr.decode.greedy import greedy_hypothesis
 from lrasr.decode.types import Hypothesis, merge_hypotheses
-from lrasr import recipe as recipe_defaults
 from lrasr.errors import LrasrError
 from lrasr.report import progress, warn
 
@@ -74,11 +74,11 @@ def _folder_audio(folder: Path) -> list[Path]:
 def _manifest_audio(path: Path) -> list[Path]:
     """Audio paths of a manifest: lrasr's ``audio`` column, or ``path`` as in a labeled corpus TSV."""
     frame = read_manifest(path, required=())
-    column = next((c for c in ("audio", "path") if c in frame.columns), None)
-    if column is None:
+    named = with_audio_column(frame)
+    if named is None:
         found = ", ".join(map(str, frame.columns))
         raise LrasrError(f"no `audio` or `path` column naming the audio files (found: {found})", path)
-    return audio_paths(frame.rename(columns={column: "audio"}) if column != "audio" else frame, path)
+    return audio_paths(named, path)
 
 
 @dataclass
@@ -220,15 +220,9 @@ class Transcriber:
 def _warn_if_cut_off(path: Path, seconds: float) -> None:
     """A WAV cut off after its header decodes to what is left without an error: say so (the transcript
     is written for the part that is there)."""
-    if path.suffix.lower() != ".wav":
-        return
-    try:
-        shortfall = wav_shortfall(path)
-    except OSError:
-        return
-    if shortfall is not None:
-        declared, held = shortfall
-        warn(f"{path}: truncated: the header promises {seconds * declared / held:.1f} s but the file holds "
+    promised = cut_off_wav_seconds(path, seconds)
+    if promised is not None:
+        warn(f"{path}: truncated: the header promises {promised:.1f} s but the file holds "
              f"{seconds:.1f} s; transcribing what is there")
 
 

@@ -14,7 +14,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from lrasr.audio.decode import SAMPLE_RATE, AudioError, iter_blocks, probe, save_flac, wav_shortfall
+from lrasr.audio.decode import SAMPLE_RATE, AudioError, cut_off_wav_seconds, iter_blocks, probe, save_flac
 from lrasr.io import file_sha1
 from lrasr.recipe import FilterConfig, VadConfig
 from lrasr.vad.backends import to_int16
@@ -103,7 +103,7 @@ def process_recording(source: str, out_dir: str, vad: dict[str, Any], filters: d
         record["problems"].append({"reason": f"decoding failed: stopped after {decoded:.1f} s of {info.duration:.1f} s "
                                              f"({failure[0].reason}); kept {kept} segment(s) before it",
                                    "start": round(decoded, 3), "end": round(info.duration, 3)})
-    if not failure and path.suffix.lower() == ".wav":
+    if not failure:
         _note_cut_off_wav(path, record)
     if decoded == 0.0 and not record["problems"]:
         record["problems"].append({"reason": "empty audio: no samples decoded"})
@@ -117,15 +117,10 @@ def _note_cut_off_wav(path: Path, record: dict[str, Any]) -> None:
     """A WAV cut off after its header decodes to what is left without an error: its segments are kept,
     and a problem row says what is missing (records written before this check lack the row; it is not
     worth a RECORD_VERSION bump, which would segment every corpus again)."""
-    try:
-        shortfall = wav_shortfall(path)
-    except OSError:
-        return
-    if shortfall is None:
-        return
-    declared, held = shortfall
     decoded = record["duration"]
-    promised = decoded * declared / held
+    promised = cut_off_wav_seconds(path, decoded)
+    if promised is None:
+        return
     kept = sum(1 for s in record["segments"] if s["reject"] is None)
     record["problems"].append({"reason": f"truncated: the header promises {promised:.1f} s but the file holds "
                                          f"{decoded:.1f} s; kept {kept} segment(s) before the cut",
