@@ -168,7 +168,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-
 def find_unused_parameters(task: Any, model: torch.nn.Module) -> bool:
     """Whether DDP must look for parameters without a gradient (see the protocol above)."""
     value = getattr(task, "find_unused_parameters", None)
