@@ -219,11 +219,14 @@ class FinetuneConfig(TrainCommon):
 
 
 # -------------------------------------------------------------------------------------- lm, decode
+# KenLM's -S size: a number with one of % b k K M G T P E Z Y (none means kilobytes)
+KENLM_MEMORY = r"\d+(\.\d+)?[%bkKMGTPEZY]?"
+
+
 class LmConfig(Section):
     order: int = Field(3, ge=2, le=6)  # KenLM cannot load unigram-only models
     prune: list[int] | None = None
-    # KenLM's -S: a number with one of % b k K M G T P E Z Y (none means kilobytes)
-    memory: str = Field("10%", pattern=r"^\d+(\.\d+)?[%bkKMGTPEZY]?$")
+    memory: str = Field("10%", pattern=f"^{KENLM_MEMORY}$")
     include_train_text: bool = True
 
 

@@ -23,6 +23,7 @@ from typing import Iterable, Sequence
 
 from lrasr.errors import LrasrError
 from lrasr.io import atomic_path, write_json_atomic
+from lrasr.recipe import KENLM_MEMORY
 
 REPO = Path(__file__).resolve().parents[2]
 LM_BINARY = "lm.bin"
@@ -211,7 +212,7 @@ def build_lm(
     if not 2 <= order <= 6:
         # KenLM's query side (kenlm.Model, build_binary) cannot load unigram-only models
         raise LrasrError(f"LM order must be 2..6 (KenLM cannot load a unigram model), got {order}")
-    if not re.fullmatch(r"\d+(\.\d+)?[%bkKMGTPEZY]?", str(memory)):
+    if not re.fullmatch(KENLM_MEMORY, str(memory)):
         raise LrasrError(f"lm memory {memory!r}: give a size such as 10% (of RAM), 500M or 2G (KenLM's -S; "
                          "suffixes % b K M G T, a bare number means kilobytes)")
     if prune:
