@@ -67,11 +67,13 @@ def test_subtitles_parse_with_monotonic_times(fmt):
     assert len(parsed) > 3  # pauses and the length limit split the text into several cues
 
 
-def test_subtitles_for_several_inputs_and_empty_ones():
-    text = WRITERS["vtt"]([("a.wav", _hypothesis(5)), ("b.wav", Hypothesis("")), ("c.wav", _hypothesis(3))])
-    assert "NOTE a.wav" in text and "NOTE b.wav" in text
-    assert len(parse_subtitles(text, vtt=True)) == 2
+def test_subtitles_hold_one_recording_and_may_be_empty():
+    # cue times restart at zero per recording: several in one file would overlap (write_results writes a folder)
+    for fmt in ("srt", "vtt"):
+        with pytest.raises(ValueError, match="one recording"):
+            WRITERS[fmt]([("a.wav", _hypothesis(5)), ("b.wav", _hypothesis(3))])
     assert parse_subtitles(WRITERS["srt"]([("x.wav", Hypothesis(""))]), vtt=False) == []
+    assert WRITERS["vtt"]([("x.wav", Hypothesis(""))]) == "WEBVTT\n\n"
 
 
 def test_cues_never_overlap_even_with_overlapping_words():
@@ -84,7 +86,9 @@ def test_cues_never_overlap_even_with_overlapping_words():
 def test_txt_jsonl_tsv_keep_order_and_empty_lines():
     items = [("one.wav", Hypothesis("ഒന്ന്", [Word("ഒന്ന്", 0.1, 0.4)])), ("bad.wav", Hypothesis("")),
              ("tab\tname.wav", Hypothesis("രണ്ട് മൂന്ന്"))]
-    assert WRITERS["txt"](items) == "ഒന്ന്\n\nരണ്ട് മൂന്ന്\n"
+    assert WRITERS["txt"](items) == ("==> one.wav <==\nഒന്ന്\n\n==> bad.wav <==\n\n\n"
+                                     "==> tab name.wav <==\nരണ്ട് മൂന്ന്\n")
+    assert WRITERS["txt"](items[2:]) == "രണ്ട് മൂന്ന്\n"  # one recording: the bare transcript
     rows = [json.loads(line) for line in WRITERS["jsonl"](items).splitlines()]
     assert [r["source"] for r in rows] == ["one.wav", "bad.wav", "tab\tname.wav"]
     assert rows[0]["words"] == [{"word": "ഒന്ന്", "start": 0.1, "end": 0.4}] and rows[1]["text"] == ""
@@ -99,7 +103,7 @@ def test_write_results_to_files_and_folders(tmp_path):
 
     results = [FileResult(Path("/x/a.wav"), _hypothesis(4)), FileResult(Path("/y/a.wav"), Hypothesis(""))]
     [txt] = write_results(results, "txt", tmp_path / "out.txt")
-    assert txt.read_text(encoding="utf-8").split("\n")[1] == ""
+    assert txt.read_text(encoding="utf-8").split("\n")[3:] == ["==> /y/a.wav <==", "", ""]
     assert write_results(results, "jsonl", tmp_path) == [tmp_path / "transcripts.jsonl"]
     subs = write_results(results, "srt", tmp_path / "subs")
     assert [p.name for p in subs] == ["a.srt", "a.2.srt"] and subs[1].read_text(encoding="utf-8") == ""

@@ -20,11 +20,17 @@ def transcribe(
     inputs: List[Path] = typer.Argument(..., help="Audio files, folders or a manifest."),
     model: Path = typer.Option(..., "--model", "-m", help="Fine-tuned model folder."),
     lm: Optional[Path] = typer.Option(None, "--lm", help="LM folder from `lrasr lm build` (beam search)."),
-    format: str = typer.Option("txt", "--format", "-f", help="txt, jsonl, tsv, srt or vtt."),
+    format: str = typer.Option("txt", "--format", "-f",
+                               help="txt, jsonl, tsv, srt or vtt. txt of one recording is just its transcript; of "
+                                    "several, each transcript follows a line '==> FILE <=='. jsonl and tsv name "
+                                    "the file on every row. srt/vtt hold one recording each: for several, "
+                                    "--output must be a folder."),
     # a str, not a Path: a trailing "/" (a folder to create) must survive the parsing
     output: Optional[str] = typer.Option(None, "--output", "-o",
-                                         help="Output file, or a folder (existing or ending in /): one file per input "
-                                              "for srt/vtt, transcripts.<format> otherwise; default stdout."),
+                                         help="Output file, or a folder (existing or ending in /; for srt/vtt of "
+                                              "several recordings also a new name not ending in a format's "
+                                              "extension): one subtitle file per recording, named after it, for "
+                                              "srt/vtt, transcripts.<format> otherwise; default stdout."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda when available)."),
     decoder: Optional[str] = typer.Option(None, help="greedy or beam (default: beam with --lm, else greedy)."),
     beam_width: Optional[int] = typer.Option(None, min=1, help="Beam width (default 50)."),
@@ -37,10 +43,10 @@ def transcribe(
 ) -> None:
     """Transcribe audio of any length: greedy or KenLM beam search."""
     from lrasr.decode.formats import FORMATS
-    from lrasr.decode.output import check_output, tuned_params, write_results
+    from lrasr.decode.output import check_destination, check_output, tuned_params, write_results
     from lrasr.decode.transcribe import transcribe_files
     from lrasr.errors import LrasrError
-    from lrasr.report import console, err_console, summary_table
+    from lrasr.report import err_console, summary_table
 
     if format not in FORMATS:
         raise LrasrError(f"--format {format}: choose one of {', '.join(FORMATS)}")
@@ -54,8 +60,9 @@ def transcribe(
         beta = tuned.get("beta") if beta is None else beta
     results, stats = transcribe_files(
         inputs, model, lm, decoder=decoder, device=device, processes=jobs, beam_width=beam_width, alpha=alpha,
-        beta=beta, hotwords=list(hotword) or None, hotword_weight=hotword_weight, chunk_seconds=chunk_seconds)
-    written = write_results(results, format, output, stdout=console)
+        beta=beta, hotwords=list(hotword) or None, hotword_weight=hotword_weight, chunk_seconds=chunk_seconds,
+        check_paths=lambda paths: check_destination(format, output, len(paths)))
+    written = write_results(results, format, output)
     rows = [("files", stats.files), ("unreadable or silent", stats.failed),
             ("audio (min)", stats.audio_seconds / 60), ("time (s)", stats.wall_seconds),
             ("real-time factor", stats.rtf), ("decoder", decoder + (" + LM" if lm else ""))]

@@ -1,7 +1,10 @@
 """Transcript writers: txt, jsonl, tsv, srt and vtt (word timings in jsonl, cues from words in srt/vtt).
 
 Each writer takes the whole list of ``(source name, Hypothesis)`` in input order and returns text;
-a file that could not be transcribed has an empty hypothesis (an empty line in txt).
+a file that could not be transcribed has an empty hypothesis (an empty transcript line in txt).
+txt of one recording is the bare transcript; of several, each transcript follows a ``==> name <==``
+line, as ``head`` and ``tail`` label several files. srt and vtt hold one recording each: their cue
+times start at zero per recording, so several recordings cannot share one subtitle file.
 """
 
 from __future__ import annotations
@@ -25,8 +28,17 @@ def _clean(text: str) -> str:
     return " ".join(utf8_name(text).replace("\t", " ").split())
 
 
+def txt_header(name: str) -> str:
+    """The line naming a recording in txt output of several recordings."""
+    return f"==> {_clean(name)} <=="
+
+
 def write_txt(items: Sequence[Item]) -> str:
-    return "".join(_clean(h.text) + "\n" for _, h in items)
+    """One recording: its transcript and a newline (``lrasr transcribe a.wav > a.txt``). Several: per
+    recording a ``==> name <==`` line, the transcript line, and a blank line between recordings."""
+    if len(items) == 1:
+        return _clean(items[0][1].text) + "\n"
+    return "\n".join(f"{txt_header(name)}\n{_clean(h.text)}\n" for name, h in items)
 
 
 def write_tsv(items: Sequence[Item]) -> str:
@@ -76,18 +88,13 @@ def timestamp(seconds: float, sep: str) -> str:
 
 
 def _subtitles(items: Sequence[Item], sep: str, header: str) -> str:
+    if len(items) > 1:
+        # each recording's cues start at 00:00: one file of several would overlap in time (no player can use it)
+        raise ValueError(f"a subtitle file holds one recording, got {len(items)}; write one file per recording")
     blocks = []
-    number = 0
-    multiple = len(items) > 1
-    for name, h in items:
-        if multiple:
-            # several inputs in one subtitle file: a note (vtt) or a cue naming each source keeps them apart
-            if sep == ".":
-                blocks.append(f"NOTE {_clean(name)}")
-        for start, end, text in cues(h.words):
-            number += 1
-            prefix = f"{number}\n" if sep == "," else ""
-            blocks.append(f"{prefix}{timestamp(start, sep)} --> {timestamp(end, sep)}\n{text}")
+    for number, (start, end, text) in enumerate(cues(items[0][1].words if items else []), 1):
+        prefix = f"{number}\n" if sep == "," else ""
+        blocks.append(f"{prefix}{timestamp(start, sep)} --> {timestamp(end, sep)}\n{text}")
     return header + "\n\n".join(blocks) + ("\n" if blocks else "")
 
 

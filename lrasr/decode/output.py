@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -45,42 +46,88 @@ def check_output(output: str | Path | None, inputs: Sequence[str | Path]) -> Non
                          "(give a new file name such as transcripts.txt, or a folder)", target)
 
 
-def _unique_names(results) -> list[str]:
-    return unique_stems([r.path for r in results], ".")
+SUBTITLES = ("srt", "vtt")
 
 
-def write_results(results: Sequence, fmt: str, output: str | Path | None, stdout=None) -> list[Path]:
-    """Write ``FileResult``s in ``fmt``. Subtitles of several inputs go one file per input into the
-    folder ``output``; everything else is one file (or stdout when ``output`` is None)."""
+def _names_folder(output: str | Path) -> bool:
+    # "out/" names a folder even before it exists (Path() would drop the slash and write a file "out")
+    return str(output).endswith(("/", os.sep)) or Path(output).is_dir()
+
+
+def check_destination(fmt: str, output: str | Path | None, count: int) -> None:
+    """Refuse, before any work, a destination that cannot hold ``count`` recordings in ``fmt``.
+
+    srt/vtt hold one recording each (every recording's cues start at 00:00, so cues of several in one
+    file overlap and no player can use it): several recordings need ``output`` to be a folder, which
+    gets one subtitle file per recording. A name that does not exist yet is that folder unless it ends
+    in a transcript extension (``-o all.srt`` means a file); stdout and an existing file are refused.
+    """
+    if output is not None and str(output).endswith(("/", os.sep)) and Path(output).exists() \
+            and not Path(output).is_dir():
+        raise LrasrError("--output ends in a slash (a folder) but a file of that name exists", output)
+    if fmt not in SUBTITLES or count <= 1:
+        return
+    if output is None:
+        raise LrasrError(f"--format {fmt} for {count} recordings: a subtitle file holds one recording; add "
+                         f"--output FOLDER/ to get one .{fmt} per recording, named after it")
+    target = Path(output)
+    if _names_folder(output) or (not target.exists() and target.suffix.lower() not in {f".{f}" for f in WRITERS}):
+        return
+    raise LrasrError(f"--format {fmt} for {count} recordings needs --output to be a folder (one .{fmt} per "
+                     f"recording, named after it), not a file; give a folder such as subs/", output)
+
+
+def _to_stdout(text: str) -> None:
+    """``text`` as UTF-8 bytes, exactly: like the output files whatever the locale, and not through rich
+    (its console turned tsv's tabs into spaces and would render ``:name:`` in a file name as an emoji)."""
+    sys.stdout.flush()
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:
+        sys.stdout.write(text)
+    else:
+        buffer.write(text.encode("utf-8"))
+    sys.stdout.flush()
+
+
+def _warn_renamed(results: Sequence, names: Sequence[str], fmt: str) -> None:
+    """Recordings with the same name in different folders get numbered subtitle files: say which is which."""
+    renamed = [(r.path, n) for r, n in zip(results, names) if n != Path(r.path).stem]
+    if renamed:
+        from rich.markup import escape
+
+        from lrasr.report import warn
+
+        shown = ", ".join(f"{escape(str(p))} -> {escape(n)}.{fmt}" for p, n in renamed[:3])
+        warn(f"{len(renamed)} recording(s) share a file name with an earlier one; their subtitle files are "
+             f"numbered: {shown}{' ...' if len(renamed) > 3 else ''}")
+
+
+def write_results(results: Sequence, fmt: str, output: str | Path | None) -> list[Path]:
+    """Write ``FileResult``s in ``fmt`` to stdout (``output`` None), one file, or a folder: subtitles go
+    one file per input into a folder (refused elsewhere for several inputs, see ``check_destination``);
+    every other format is one file, ``transcripts.<fmt>`` in a folder."""
+    check_destination(fmt, output, len(results))
     writer = WRITERS[fmt]
     if fmt == "jsonl":  # the one format with room for why a transcript is empty
         writer = functools.partial(writer, errors=[r.error for r in results])
     items = [(str(r.path), r.hypothesis) for r in results]
     if output is None:
-        text = writer(items)
-        if stdout is not None:
-            stdout.print(text, end="", markup=False, highlight=False, soft_wrap=True)
-        else:
-            print(text, end="")
+        _to_stdout(writer(items))
         return []
-    # "out/" names a folder even before it exists (Path() would drop the slash and write a file "out")
-    folder = str(output).endswith(("/", os.sep)) or Path(output).is_dir()
+    folder = _names_folder(output)
     output = Path(output)
-    if folder:
-        if output.exists() and not output.is_dir():
-            raise LrasrError("--output ends in a slash (a folder) but a file of that name exists", output)
-        output.mkdir(parents=True, exist_ok=True)
-    if fmt in ("srt", "vtt") and (len(items) > 1 or folder):
-        if output.exists() and not output.is_dir():
-            raise LrasrError(f"{fmt} for several inputs needs --output to be a folder (one file per input)", output)
+    if fmt in SUBTITLES and (len(items) > 1 or folder):
         output.mkdir(parents=True, exist_ok=True)
         paths = []
-        for name, item in zip(_unique_names(results), items):
+        names = unique_stems([r.path for r in results], ".")
+        for name, item in zip(names, items):
             path = output / f"{name}.{fmt}"
             write_text_atomic(path, writer([item]))
             paths.append(path)
+        _warn_renamed(results, names, fmt)
         return paths
-    if output.is_dir():
+    if folder:
+        output.mkdir(parents=True, exist_ok=True)
         output = output / f"transcripts.{fmt}"
     write_text_atomic(output, writer(items))
     return [output]
