@@ -28,9 +28,9 @@ class Section(BaseModel):
 # ----------------------------------------------------------------------------------------- corpora
 # File extensions read as audio when a folder is searched (prepare's unlabeled corpora and folder-format
 # labeled corpora, transcribe's folder inputs): libsndfile's formats and what ffmpeg decodes, phone
-# recorders' AMR/3GP included. Not .caf: torchcodec drops the first ALAC packet there (~0.19 s).
+# recorders' AMR/3GP and Apple's CAF included.
 AUDIO_EXTENSIONS = ("wav", "flac", "ogg", "oga", "opus", "mp3", "m4a", "mp4", "webm", "mka", "aac", "wma", "aiff",
-                    "aif", "au", "amr", "3gp")
+                    "aif", "au", "amr", "3gp", "caf")
 
 
 class UnlabeledCorpus(Section):

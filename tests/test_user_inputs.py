@@ -22,20 +22,20 @@ def _wav(path: Path, seconds: float = 0.2) -> Path:
 
 
 def test_folder_input_names_what_it_skipped_and_keeps_broken_links(tmp_path, capsys):
-    """A folder's files with other extensions (.caf, .txt) used to vanish without a word, and a broken
+    """A folder's files with other extensions (.mid, .txt) used to vanish without a word, and a broken
     symbolic link named .wav too: the link is now an input (reported unreadable when transcribed) and
     the skipped files are counted in a warning that names an example and says how to include them."""
     folder = tmp_path / "rec"
     good = _wav(folder / "b.wav")
     _wav(folder / "sub" / "a.WAV")
-    (folder / "clip.caf").write_bytes(b"\x00" * 10)
+    (folder / "clip.mid").write_bytes(b"\x00" * 10)
     (folder / "notes.txt").write_text("x", encoding="utf-8")
     os.symlink(tmp_path / "gone.wav", folder / "broken.wav")
     paths = expand_inputs([folder])
     assert paths == [folder / "b.wav", folder / "broken.wav", folder / "sub" / "a.WAV"]
     assert good in paths
     err = " ".join(capsys.readouterr().err.split())
-    assert "2 file(s)" in err and "clip.caf" in err and "give them as files" in err
+    assert "2 file(s)" in err and "clip.mid" in err and "give them as files" in err
 
 
 def test_manifest_with_a_path_column_is_transcribable(tmp_path):

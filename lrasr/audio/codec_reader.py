@@ -1,17 +1,36 @@
-"""Formats only ffmpeg reads (m4a, mp4, webm, aac, wma, ...), read front to back through torchcodec.
+"""Formats only ffmpeg reads (m4a, mp4, webm, aac, wma, ...), read front to back.
 
 ``CodecReader`` looks like a ``soundfile.SoundFile`` to ``lrasr.audio.decode.iter_blocks``: it decodes
-the file in pieces at its own rate and joins them sample-exactly (see the class).
+the file through torchcodec in pieces at its own rate and joins them sample-exactly (see the class).
+``FfmpegReader`` does the same through the ``ffmpeg`` command, for containers where torchcodec loses
+audio that the command decodes (``FFMPEG_COMMAND_EXTENSIONS``).
 """
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from lrasr.audio.errors import AudioError, short_reason
 from lrasr.audio.joins import QUIET_RELATIVE, SILENCE, JoinError, join_offset, loudest
+
+
+# torchcodec 0.11 with ffmpeg 5.1 drops the decoder's last (flushed) frame of WMA, whose timestamp
+# is unset: 512 samples at 16 kHz, 1024 at 22.05 kHz, the end of the speech when it ends the file; and
+# the first packet of a CAF stream indexed by packet table (Opus, AAC; ALAC goes through libsndfile,
+# see lrasr.audio.caf): 960 samples of Opus. The ffmpeg command decodes both completely.
+FFMPEG_COMMAND_EXTENSIONS = {".wma", ".caf"}
+
+
+def ffmpeg_command() -> str | None:
+    """The ffmpeg executable, or None when it is not installed (torchcodec is used then)."""
+    return shutil.which("ffmpeg")
 
 
 def torchcodec_decoder(path: Path):
@@ -188,3 +207,69 @@ class CodecReader:
                 self._anchor = (second, slot.copy())
                 break
             second -= 1
+
+
+class FfmpegReader:
+    """A file decoded front to back by the ``ffmpeg`` command at its own rate, like a ``sf.SoundFile``
+    read for mono samples; ``frames`` is "unknown" (huge): the caller stops when a read comes back short.
+
+    The command writes 32-bit float samples of the file's first audio stream to a pipe with all
+    ``channels`` interleaved; they are averaged here as for every other format. The file is named
+    ``file:<absolute path>`` so that no name reads as an option or a protocol.
+    """
+
+    def __init__(self, path: Path, sample_rate: int, channels: int):
+        command = ffmpeg_command()
+        if command is None:
+            raise AudioError("the ffmpeg command is needed for this format; install ffmpeg (apt-get install "
+                             "ffmpeg)", path)
+        self._path = path
+        self.samplerate = sample_rate
+        self.channels = max(1, channels)
+        self.frames = 1 << 62
+        self._errors = tempfile.TemporaryFile()
+        self._process: subprocess.Popen | None = subprocess.Popen(
+            [command, "-nostdin", "-hide_banner", "-loglevel", "error", "-i",
+             b"file:" + os.fsencode(os.path.abspath(path)), "-vn", "-sn", "-dn", "-ac", str(self.channels),
+             "-c:a", "pcm_f32le", "-f", "f32le", "-"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._errors)
+
+    def __enter__(self) -> "FfmpegReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._process is not None:
+            if self._process.poll() is None:
+                self._process.kill()
+            self._process.stdout.close()
+            self._process.wait()
+            self._process = None
+        self._errors.close()
+
+    def read(self, frames: int = -1, dtype: str = "float32", always_2d: bool = False) -> np.ndarray:
+        """Up to ``frames`` (all that is left when negative) mono samples [n], fewer only at the end;
+        a command that fails raises RuntimeError with its last error line (what came before is kept)."""
+        if self._process is None:
+            return np.zeros(0, dtype=np.float32)
+        width = 4 * self.channels
+        data = self._process.stdout.read(frames * width if frames >= 0 else -1)
+        whole = len(data) // width * width
+        samples = np.frombuffer(data[:whole], dtype="<f4").reshape(-1, self.channels)
+        mono = samples.mean(axis=1, dtype=np.float32) if self.channels > 1 else samples[:, 0].copy()
+        if frames < 0 or len(data) < frames * width:  # the end: the command has finished
+            self._finish()
+        return mono
+
+    def _finish(self) -> None:
+        process, self._process = self._process, None
+        process.stdout.close()
+        code = process.wait()
+        if code != 0:
+            self._errors.seek(0)
+            lines = self._errors.read().decode("utf-8", errors="replace").strip().splitlines()
+            self._errors.close()
+            last = re.sub(r"^\[[^]]*\] ", "", lines[-1]) if lines else f"exit status {code}"  # "[asf @ 0x..] "
+            raise RuntimeError(f"ffmpeg failed: {last}")

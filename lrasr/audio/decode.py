@@ -1,9 +1,11 @@
 """Audio decoding to 16 kHz mono float32, whole or in blocks.
 
-soundfile (libsndfile) reads wav, flac, ogg/vorbis, ogg/opus and mp3 quickly and can seek; everything
-else (m4a, mp4, webm, aac, ...) goes through torchcodec with Debian's ffmpeg, decoded at the file's own
-rate; resampling is torchaudio's for every format. Long recordings are read block by block so a
-2-hour file never sits in memory at once.
+soundfile (libsndfile) reads wav, flac, ogg/vorbis, ogg/opus, mp3, aiff and caf (PCM, ALAC) quickly and
+can seek; everything else (m4a, mp4, webm, aac, ...) goes through torchcodec with Debian's ffmpeg,
+decoded at the file's own rate, except WMA and the CAF codecs libsndfile lacks, which the ``ffmpeg``
+command decodes (torchcodec loses a frame of those; see ``lrasr.audio.codec_reader``). Resampling is
+torchaudio's for every format. Long recordings are read block by block so a 2-hour file never sits in
+memory at once.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from lrasr.audio import codec_reader
-from lrasr.audio.codec_reader import CodecReader
+from lrasr.audio import caf, codec_reader
+from lrasr.audio.codec_reader import FFMPEG_COMMAND_EXTENSIONS, CodecReader, FfmpegReader
 from lrasr.audio.errors import AudioError
 from lrasr.audio.errors import short_reason as _short
 from lrasr.io import atomic_path
@@ -33,9 +35,9 @@ SAMPLE_RATE = 16_000
 # Recorded beside every FLAC written from decoded audio (labeled items, parquet rows): a FLAC whose
 # sidecar names another version is decoded again. Bump it whenever what ``load``/``load_bytes``
 # return for the same input changes (decoders, resampling, channel mixing, trimming).
-DECODE_VERSION = 1
+DECODE_VERSION = 2  # 2: CAF's first 0.19 s and WMA's last frame (were lost by torchcodec) are decoded
 HEADER_LENGTH_EXTENSIONS = {".flac", ".mp3"}  # length read from a header that survives truncation
-SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".oga", ".au"}
+SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".oga", ".au", ".caf"}
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class AudioInfo:
     sample_rate: int
     num_frames: int
     num_channels: int
-    backend: str  # "soundfile" or "torchcodec"
+    backend: str  # "soundfile", "torchcodec" or "ffmpeg" (the command)
 
     @property
     def duration(self) -> float:
@@ -54,6 +56,17 @@ def _native(path: str | Path) -> bytes:
     """The path as the OS's bytes: a name that is not valid UTF-8 (a latin-1 name from an old archive)
     is held by Python as lone surrogates, which soundfile cannot encode; bytes pass through unchanged."""
     return os.fsencode(path)
+
+
+def _sound_file(path: Path) -> sf.SoundFile:
+    """libsndfile's reader of ``path`` (a CAF with ALAC as ffmpeg writes it through ``caf.open_fixed``).
+    Raises ``sf.LibsndfileError`` (or RuntimeError) when libsndfile cannot read it, OSError when the
+    file cannot be opened."""
+    if path.suffix.lower() == ".caf":
+        fixed = caf.open_fixed(path)
+        if fixed is not None:
+            return fixed
+    return sf.SoundFile(_native(path))
 
 
 def _check_readable(path: Path) -> None:
@@ -71,10 +84,10 @@ def probe(path: str | Path) -> AudioInfo:
     _check_readable(path)
     if path.suffix.lower() in SOUNDFILE_EXTENSIONS:
         try:
-            info = sf.info(_native(path))
-            if info.frames > 0 or info.format != "MPEG":
-                return AudioInfo(info.samplerate, int(info.frames), info.channels, "soundfile")
-        except (sf.LibsndfileError, RuntimeError):
+            with _sound_file(path) as handle:
+                if handle.frames > 0 or handle.format != "MPEG":
+                    return AudioInfo(handle.samplerate, int(handle.frames), handle.channels, "soundfile")
+        except (sf.LibsndfileError, RuntimeError, OSError):
             pass  # fall through to ffmpeg, which knows more containers
     decoder = codec_reader.torchcodec_decoder(path)
     meta = decoder.metadata
@@ -82,7 +95,10 @@ def probe(path: str | Path) -> AudioInfo:
     seconds = meta.duration_seconds or meta.duration_seconds_from_header
     if not rate or seconds is None:
         raise AudioError("no audio stream with a known sample rate and duration", path)
-    return AudioInfo(rate, int(round(seconds * rate)), int(meta.num_channels or 1), "torchcodec")
+    # the length is the header's for both backends: the ffmpeg command's decode differs by a frame or so
+    backend = ("ffmpeg" if path.suffix.lower() in FFMPEG_COMMAND_EXTENSIONS and codec_reader.ffmpeg_command()
+               else "torchcodec")
+    return AudioInfo(rate, int(round(seconds * rate)), int(meta.num_channels or 1), backend)
 
 
 def check_end(path: str | Path, info: AudioInfo) -> None:
@@ -107,7 +123,7 @@ def check_end(path: str | Path, info: AudioInfo) -> None:
         return
     want = min(1024, info.num_frames)
     try:
-        with sf.SoundFile(_native(path)) as handle:
+        with _sound_file(Path(path)) as handle:
             handle.seek(info.num_frames - want)
             got = handle.read(want, dtype="float32", always_2d=True).shape[0]
     except (sf.LibsndfileError, RuntimeError) as exc:
@@ -184,16 +200,43 @@ def load(path: str | Path, sample_rate: int = SAMPLE_RATE, start: float = 0.0, e
         first = int(start * info.sample_rate)
         last = info.num_frames if end is None else min(info.num_frames, int(math.ceil(end * info.sample_rate)))
         try:
-            data, rate = sf.read(_native(path), start=first, stop=last, dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError) as exc:
+            with _sound_file(path) as handle:
+                if first:
+                    handle.seek(first)
+                data, rate = handle.read(max(0, last - first), dtype="float32", always_2d=True), handle.samplerate
+        except (sf.LibsndfileError, RuntimeError, OSError) as exc:
             raise AudioError(f"not decodable audio ({_short(exc)})", path) from None
         return resample(_to_mono(data), rate, sample_rate)
+    if info.backend == "ffmpeg":
+        return resample(_ffmpeg_range(path, info, start, end), info.sample_rate, sample_rate)
     decoder = codec_reader.torchcodec_decoder(path)
     try:
         samples = decoder.get_samples_played_in_range(start, end)
     except Exception as exc:
         raise AudioError(f"decoding failed ({_short(exc)})", path) from None
     return resample(samples.data.mean(dim=0).numpy(), int(samples.sample_rate), sample_rate)
+
+
+def _ffmpeg_range(path: Path, info: AudioInfo, start: float, end: float | None) -> np.ndarray:
+    """Mono samples [n] of ``start``..``end`` seconds at the file's rate, decoded by the ffmpeg command
+    from the start and counted in samples (as ``iter_blocks`` places them), ten seconds at a time."""
+    rate = info.sample_rate
+    first = int(start * rate)
+    last = None if end is None else int(math.ceil(end * rate))
+    parts, got = [], 0
+    try:
+        with FfmpegReader(path, rate, info.num_channels) as reader:
+            while last is None or got < last:
+                want = 10 * rate if last is None else min(10 * rate, last - got)
+                piece = reader.read(want)
+                if got + piece.size > first:
+                    parts.append(piece[max(0, first - got):])
+                got += piece.size
+                if piece.size < want:
+                    break
+    except (RuntimeError, OSError) as exc:
+        raise AudioError(f"decoding failed ({_short(exc)})", path) from None
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
 
 def load_bytes(data: bytes, sample_rate: int = SAMPLE_RATE, name: str = "<bytes>") -> np.ndarray:
@@ -205,7 +248,8 @@ def load_bytes(data: bytes, sample_rate: int = SAMPLE_RATE, name: str = "<bytes>
     if not data:
         raise AudioError("empty audio (0 bytes)", name)
     try:
-        wave, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        buffer = io.BytesIO(data)
+        wave, rate = sf.read(caf.fixed_view(buffer) or buffer, dtype="float32", always_2d=True)
         return resample(_to_mono(wave), rate, sample_rate)
     except (sf.LibsndfileError, RuntimeError):
         pass  # not a format libsndfile knows: ffmpeg may
@@ -236,11 +280,12 @@ def iter_blocks(path: str | Path, block_seconds: float = 60.0, sample_rate: int 
     margin = max(1, int(0.05 * rate) // period_in + 1) * period_in  # 50 ms of filter context
     failure: list[BaseException] = []
     try:
-        reader = (sf.SoundFile(_native(path)) if info.backend == "soundfile"
+        reader = (_sound_file(path) if info.backend == "soundfile"
+                  else FfmpegReader(path, info.sample_rate, info.num_channels) if info.backend == "ffmpeg"
                   else CodecReader(path, info.sample_rate, info.duration))
         with reader as handle:
             yield from _iter_blocks_sequential(handle, block, margin, period_in, period_out, sample_rate, failure)
-    except (sf.LibsndfileError, RuntimeError) as exc:
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         raise AudioError(f"decoding failed ({_short(exc)})", path) from None
     if failure:
         raise AudioError(f"damaged or truncated: {_short(failure[0])}", path)

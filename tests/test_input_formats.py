@@ -1,0 +1,130 @@
+"""Input formats decoded sample for sample as ffmpeg's command decodes them (CAF, WMA), and labeled
+TSVs written by spreadsheets (quoted fields)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import espeak
+from lrasr.audio import codec_reader
+from lrasr.audio.decode import iter_blocks, load, load_bytes, probe
+
+
+def _need_ffmpeg() -> None:
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg is not installed: it makes the test files and is the reference decoder")
+
+
+def _convert(src: Path, dst: Path, *args: str) -> Path:
+    _need_ffmpeg()
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(src), *args, str(dst)], check=True)
+    return dst
+
+
+def _ffmpeg_decode(path: Path, channels: int) -> np.ndarray:
+    """What ``ffmpeg -i path -f f32le -`` decodes, channels averaged as lrasr does: [T]."""
+    out = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(path), "-f", "f32le", "-"],
+                         check=True, capture_output=True).stdout
+    return np.frombuffer(out, dtype="<f4").reshape(-1, channels).mean(axis=1)
+
+
+def _assert_like_ffmpeg(path: Path) -> tuple[np.ndarray, int]:
+    """probe, load (whole and a cut) and iter_blocks at the file's own rate give ffmpeg's samples."""
+    info = probe(path)
+    rate = info.sample_rate
+    reference = _ffmpeg_decode(path, info.num_channels)
+    whole = load(path, sample_rate=rate)
+    assert whole.size == reference.size, (info.backend, whole.size, reference.size)
+    np.testing.assert_array_equal(whole, reference)
+    blocks = np.concatenate(list(iter_blocks(path, block_seconds=1.0, sample_rate=rate)))
+    np.testing.assert_array_equal(blocks, reference)
+    np.testing.assert_array_equal(load(path, sample_rate=rate, start=1.0, end=2.5), reference[rate: int(2.5 * rate)])
+    return reference, info.num_frames
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory) -> Path:
+    """espeak-ng speech (22.05 kHz) whose trailing silence is cut: the file ends inside the last word."""
+    folder = tmp_path_factory.mktemp("speech")
+    wav = espeak("This recording ends in the middle of a spoken word", folder / "speech.wav", voice="en")
+    wave, rate = sf.read(wav, dtype="float32")
+    loud = np.flatnonzero(np.abs(wave) > 0.05)
+    sf.write(folder / "cut.wav", wave[: loud[-1] - 200], rate)
+    return folder / "cut.wav"
+
+
+# ------------------------------------------------------------------------------------------- CAF
+@pytest.mark.parametrize("rate", [16000, 22050])
+@pytest.mark.parametrize("channels", [1, 2])
+@pytest.mark.parametrize("writer,codec", [("ffmpeg", "alac"), ("soundfile", "ALAC_16"), ("ffmpeg", "pcm_s16le")])
+def test_caf_decodes_like_ffmpeg(tmp_path, speech, rate, channels, writer, codec):
+    """ALAC in CAF lost its first packet through torchcodec (4096 samples, 0.19 s at 22.05 kHz). Now
+    libsndfile reads it (ffmpeg's files through a header view): probe's length and every sample of
+    load and iter_blocks equal ffmpeg's decode, for ffmpeg's and libsndfile's own CAF files."""
+    path = tmp_path / "speech.caf"
+    if writer == "ffmpeg":
+        _convert(speech, path, "-ar", str(rate), "-ac", str(channels), "-c:a", codec)
+    else:
+        wav = _convert(speech, tmp_path / "s.wav", "-ar", str(rate), "-ac", str(channels), "-c:a", "pcm_s16le")
+        wave, _ = sf.read(wav, dtype="int16", always_2d=True)
+        sf.write(path, wave, rate, format="CAF", subtype=codec)
+    reference, promised = _assert_like_ffmpeg(path)
+    assert promised == reference.size
+    assert probe(path).backend == "soundfile"
+    assert np.abs(reference[:4096]).max() > 0.01  # the first packet holds speech: losing it shows
+
+
+def test_caf_alac_24_bit_and_bytes(tmp_path):
+    """24-bit ALAC (its depth read from the cookie), and a CAF held in memory (a parquet row's audio)."""
+    t = np.arange(44100 * 3) / 44100
+    tone = 0.4 * np.stack([np.sin(2 * np.pi * 300 * t), np.sin(2 * np.pi * 470 * t)], axis=1)
+    sf.write(tmp_path / "tone.wav", tone, 44100, subtype="PCM_24")
+    path = _convert(tmp_path / "tone.wav", tmp_path / "tone.caf", "-c:a", "alac", "-sample_fmt", "s32p")
+    reference, promised = _assert_like_ffmpeg(path)
+    assert promised == reference.size == t.size
+    np.testing.assert_allclose(load_bytes(path.read_bytes()), load(path), atol=1e-6)
+
+
+def test_caf_opus_goes_through_the_ffmpeg_command(tmp_path, speech):
+    """Opus in CAF (libsndfile lacks it) lost its first 960 samples through torchcodec."""
+    path = _convert(speech, tmp_path / "speech.caf", "-c:a", "libopus")
+    assert probe(path).backend == "ffmpeg"
+    _assert_like_ffmpeg(path)
+
+
+def test_caf_is_searched_in_folders():
+    from lrasr.recipe import AUDIO_EXTENSIONS, UnlabeledCorpus
+
+    assert "caf" in AUDIO_EXTENSIONS
+    assert "caf" in UnlabeledCorpus(path=Path(".")).extensions
+
+
+# ------------------------------------------------------------------------------------------- WMA
+@pytest.mark.parametrize("rate,channels", [(16000, 1), (22050, 2)])
+def test_wma_keeps_its_last_frame(tmp_path, speech, rate, channels):
+    """torchcodec dropped WMA's last decoded frame (512 samples at 16 kHz, 1024 at 22.05 kHz): the end
+    of a word here. The ffmpeg command decodes it; lrasr's samples equal its decode."""
+    path = _convert(speech, tmp_path / "speech.wma", "-ar", str(rate), "-ac", str(channels), "-c:a", "wmav2")
+    reference, _ = _assert_like_ffmpeg(path)
+    tail = reference[-(512 if rate == 16000 else 1024):]
+    assert np.sqrt(np.mean(tail**2)) > 0.005  # speech, not padding
+
+
+def test_wma_name_like_an_option(tmp_path, speech):
+    """The file is passed as file:<absolute path>: a name starting with '-' is no option to ffmpeg."""
+    path = _convert(speech, tmp_path / "-y.wma", "-c:a", "wmav2")
+    assert load(path).size > 16000
+
+
+def test_without_the_ffmpeg_command_torchcodec_is_used(tmp_path, speech, monkeypatch):
+    path = _convert(speech, tmp_path / "speech.wma", "-c:a", "wmav2")
+    monkeypatch.setattr(codec_reader, "ffmpeg_command", lambda: None)
+    info = probe(path)
+    assert info.backend == "torchcodec"
+    assert abs(load(path).size - info.num_frames * 16000 / info.sample_rate) < 0.1 * 16000
