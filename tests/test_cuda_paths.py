@@ -494,3 +494,21 @@ def test_gpu_training_loop_runs_saves_and_resumes(tmp_path):
         task = RegressionTask(manifest)
         second = train(task, small_cfg(max_steps=6, device="cuda", precision=precision), out, resume=True)
         assert second.steps == 6 and torch.isfinite(flat_weights(task.model)).all()
+
+
+@gpu
+def test_batches_for_a_gpu_come_in_page_locked_memory(tmp_path):
+    """With ``pin_memory`` the loader hands over batches whose waveforms are pinned (an asynchronous
+    copy to the GPU), with the same audio as without; lengths stay ordinary CPU tensors."""
+    from test_train_support import make_manifest
+
+    from lrasr.train.batching import AudioDataset, iterate_groups, plan_epoch
+
+    data = AudioDataset([make_manifest(tmp_path, count=6, min_s=0.4, max_s=1.0)])
+    plan = plan_epoch(data, 0, 2.0, 2.0, 1, seed=0)
+    plain = [b for _, group in iterate_groups(data, plan, 0, 1) for b in group]
+    pinned = [b for _, group in iterate_groups(data, plan, 0, 1, pin_memory=True) for b in group]
+    assert len(pinned) == len(plain) > 0
+    for a, b in zip(plain, pinned):
+        assert b.waveforms.is_pinned() and not a.waveforms.is_pinned()
+        assert torch.equal(a.waveforms, b.waveforms) and torch.equal(a.lengths, b.lengths)

@@ -51,6 +51,12 @@ class Batch:
         device (``normalize_waveform``) moves them itself."""
         return Batch(self.waveforms.to(device, non_blocking=True), self.lengths, self.ids, self.rows)
 
+    def pin_memory(self) -> "Batch":
+        """The waveforms in page-locked memory (DataLoader's ``pin_memory`` calls this), so that ``to``
+        a GPU really is asynchronous: from pageable memory CUDA copies through a staging buffer and
+        the host waits."""
+        return Batch(self.waveforms.pin_memory(), self.lengths, self.ids, self.rows)
+
 
 @dataclass
 class MicroBatchSpec:
@@ -301,12 +307,13 @@ class _SpecDataset(torch.utils.data.Dataset):
 
 
 def iterate_groups(dataset: AudioDataset, plan: EpochPlan, rank: int, world_size: int, start_group: int = 0,
-                   num_workers: int = 0) -> Iterator[tuple[int, list[Batch]]]:
-    """Yield (group index, this rank's micro-batches of the group) from ``start_group`` on."""
+                   num_workers: int = 0, pin_memory: bool = False) -> Iterator[tuple[int, list[Batch]]]:
+    """Yield (group index, this rank's micro-batches of the group) from ``start_group`` on.
+    ``pin_memory`` (for a CUDA device) puts each batch's waveforms in page-locked memory."""
     specs = list(plan.rank_specs(rank, world_size, start_group))
     loader = torch.utils.data.DataLoader(_SpecDataset(dataset, specs), batch_size=None, shuffle=False,
                                          num_workers=num_workers, collate_fn=_identity,
-                                         persistent_workers=False)
+                                         persistent_workers=False, pin_memory=pin_memory)
     current, batches = None, []
     for spec, batch in loader:
         if current is not None and spec.group != current:

@@ -301,7 +301,8 @@ def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device |
                           info.world_size, seed)
         if len(plan) == 0:
             raise TrainingError("the batch plan is empty: no utterance fits; check the manifests' durations")
-        for _, batches in iterate_groups(dataset, plan, info.rank, info.world_size, counters.group, cfg.num_workers):
+        for _, batches in iterate_groups(dataset, plan, info.rank, info.world_size, counters.group, cfg.num_workers,
+                                         pin_memory=device.type == "cuda"):
             if hasattr(task, "on_step"):
                 task.on_step(counters.step)
             for g, base in zip(optimizer.param_groups, base_lrs):
