@@ -128,3 +128,74 @@ def test_without_the_ffmpeg_command_torchcodec_is_used(tmp_path, speech, monkeyp
     info = probe(path)
     assert info.backend == "torchcodec"
     assert abs(load(path).size - info.num_frames * 16000 / info.sample_rate) < 0.1 * 16000
+
+
+# ------------------------------------------------------------------------------ spreadsheet TSVs
+SPREADSHEET_ROWS = [
+    ["path", "text", "speaker"],
+    ["a.wav", "plain words", "s1"],
+    ["b.wav", "a tab\there", "s2"],                   # Excel encloses it in quotes
+    ["c.wav", 'he said "hi"', "s3"],                  # quoted, inner quotes doubled
+    ["d.wav", "two lines\nin one cell", "s4"],        # Alt+Enter in a cell
+    ["e.wav", '"Hello," she said', "s5"],
+]
+
+
+def _spreadsheet_tsv(path: Path) -> Path:
+    """The rows as Excel writes "Text (Tab delimited)" (the csv module's excel-tab dialect: quotes
+    only where needed, CRLF), then a row broken by hand (an unquoted tab) and a Common Voice style row
+    whose quotes are literal text."""
+    import csv
+    import io
+
+    out = io.StringIO()
+    csv.writer(out, dialect="excel-tab").writerows(SPREADSHEET_ROWS)
+    text = out.getvalue() + "f.wav\tan unquoted\ttab\ts6\r\n" + 'g.wav\t"Run," he said\ts7\r\n'
+    path.write_bytes(text.encode("utf-8"))
+    return path
+
+
+def test_spreadsheet_tsv_is_ingested_with_its_quoting(tmp_path):
+    """Excel's quoted fields (a tab, a quote or a line break in a transcript) were rejected as
+    "malformed row" or kept their quotes; a row that is really broken is still rejected, by line."""
+    from lrasr.data.ingest import ingest_corpus
+    from lrasr.recipe import LabeledCorpus
+
+    path = _spreadsheet_tsv(tmp_path / "t.tsv")
+    assert b'"a tab\there"' in path.read_bytes()  # the file really is quoted
+    items, rejects = ingest_corpus(LabeledCorpus(format="tsv", path=path))
+    got = [(it.audio.name, it.text, it.speaker, it.line) for it in items]
+    assert got == [("a.wav", "plain words", "s1", 2), ("b.wav", "a tab\there", "s2", 3),
+                   ("c.wav", 'he said "hi"', "s3", 4), ("d.wav", "two lines\nin one cell", "s4", 5),
+                   ("e.wav", '"Hello," she said', "s5", 7), ("g.wav", '"Run," he said', "s7", 9)]
+    assert [(r["source"], r["line"]) for r in rejects.rows] == [(str(path), 8)]
+    assert rejects.rows[0]["reason"].startswith("malformed row: 4 fields, header has 3")
+
+
+def test_stray_quote_in_tsv_does_not_swallow_the_next_rows(tmp_path):
+    """A literal quote that opens a field and is never closed (Common Voice style) leaves the rows after
+    it alone, even when one of them ends with a quote."""
+    from lrasr.data.ingest import ingest_corpus
+    from lrasr.recipe import LabeledCorpus
+
+    path = tmp_path / "t.tsv"
+    path.write_text('path\ttext\na.wav\t"quoted words\nb.wav\tends with a quote"\nc.wav\tok\n', encoding="utf-8")
+    items, rejects = ingest_corpus(LabeledCorpus(format="tsv", path=path))
+    assert [(it.text, it.line) for it in items] == [('"quoted words', 2), ('ends with a quote"', 3), ("ok", 4)]
+    assert not rejects.rows
+
+
+def test_spreadsheet_tsv_as_a_labeled_manifest(tmp_path):
+    """evaluate/tune read a user's labeled TSV too: quoted fields are unquoted; a broken row is a
+    one-line error naming the file and line (every row must be scored)."""
+    from lrasr.data.manifest import read_labeled_manifest
+    from lrasr.errors import LrasrError
+
+    path = _spreadsheet_tsv(tmp_path / "t.tsv")
+    with pytest.raises(LrasrError, match=r"t\.tsv:8: this row has 4 fields, the header 3"):
+        read_labeled_manifest(path)
+    lines = path.read_bytes().split(b"\r\n")
+    path.write_bytes(b"\r\n".join(line for line in lines if not line.startswith(b"f.wav")))
+    frame = read_labeled_manifest(path)
+    assert frame["text"].tolist() == [row[1] for row in SPREADSHEET_ROWS[1:]] + ['"Run," he said']
+    assert frame["id"].tolist() == ["a", "b", "c", "d", "e", "g"]

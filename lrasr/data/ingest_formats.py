@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lrasr.data.ingest import (AUDIO_EXTENSIONS, Item, normalize_gender, path_id, read_lines, resolve_audio,
                                shorten_path_ids, split_lines)
+from lrasr.data import tsv
 from lrasr.data.manifest import RejectLog
 from lrasr.errors import LrasrError
 from lrasr.recipe import LabeledCorpus
@@ -20,9 +21,14 @@ from lrasr.recipe import LabeledCorpus
 
 # ------------------------------------------------------------------------------------------ tables
 def _tsv_records(path: Path, rejects: RejectLog):
-    """(line, fields) of each non-blank line: TSVs (Common Voice's too) hold quotes literally."""
-    for number, text in read_lines(path, rejects):
-        yield number, text.split("\t")
+    """(line where the record starts, fields) of each non-blank TSV record: fields literal (Common Voice
+    keeps quotes as text), or enclosed in double quotes as spreadsheets write them, tabs, quotes and line
+    breaks inside (``lrasr.data.tsv``). A line that is not UTF-8 is rejected."""
+    for number, fields, why in tsv.records(split_lines(path)):
+        if fields is None:
+            rejects.add(path, why, line=number)
+        else:
+            yield number, fields
 
 
 def _csv_records(path: Path, rejects: RejectLog):
@@ -80,7 +86,8 @@ def _table_rows(path: Path, delimiter: str, rejects: RejectLog, required: list[s
                          f"{sep}-separated); set the corpus's *_column keys to the names used", path, header_line)
     for number, fields in records:
         if len(fields) != len(header):
-            rejects.add(path, f"malformed row: {len(fields)} fields, header has {len(header)}", line=number)
+            hint = "; enclose a field holding a tab in double quotes" if delimiter == "\t" else ""
+            rejects.add(path, f"malformed row: {len(fields)} fields, header has {len(header)}{hint}", line=number)
             continue
         yield number, dict(zip(header, fields))
 

@@ -8,11 +8,13 @@ end, snr_db. ``rejected.tsv`` has source, reason and where known start, end, lin
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 from typing import Iterable, Mapping
 
 import pandas as pd
 
+from lrasr.data import tsv
 from lrasr.errors import LrasrError
 from lrasr.io import atomic_path
 
@@ -65,17 +67,48 @@ def read_manifest(path: str | Path, required: Iterable[str] = ("id", "audio", "d
     if missing:
         raise LrasrError(f"manifest lacks column(s) {', '.join(missing)} (it has: {', '.join(map(str, frame.columns))})",
                          path)
+    return _numbers(frame)
+
+
+def _numbers(frame: pd.DataFrame) -> pd.DataFrame:
     for col in NUMERIC_COLUMNS:
         if col in frame.columns:
             frame[col] = pd.to_numeric(frame[col].replace("", None), errors="coerce")
     return frame
 
 
+def _spreadsheet_tsv(path: Path) -> pd.DataFrame | None:
+    """A user's TSV in which some field starts with a double quote, read as ``lrasr.data.tsv`` reads
+    labeled corpora (quoted as spreadsheets write it, else literal); None when no field does (lrasr's
+    own manifests escape quotes with a backslash: ``read_manifest`` reads those). A row with the wrong
+    number of fields raises ``LrasrError`` naming its line: every row is scored, none is skipped."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise LrasrError(f"not a valid manifest (bytes not UTF-8 at byte {exc.start})", path) from None
+    if not re.search(r'(?:^|\t)"', text, flags=re.MULTILINE):
+        return None
+    rows = []
+    for number, fields, _ in tsv.records([(n, line.removesuffix("\r"), "")
+                                          for n, line in enumerate(text.split("\n"), start=1)]):
+        if rows and len(fields) != len(rows[0]):
+            raise LrasrError(f"this row has {len(fields)} fields, the header {len(rows[0])}; enclose a field "
+                             "holding a tab in double quotes", path, number)
+        rows.append([f.strip() if not rows else f for f in fields])
+    if not rows:
+        return None
+    return _numbers(pd.DataFrame(rows[1:], columns=rows[0], dtype=str))
+
+
 def read_labeled_manifest(path: str | Path) -> pd.DataFrame:
     """A labeled manifest for scoring: lrasr's (id, audio, text) or a user's labeled corpus TSV, whose
     audio column is ``path`` (a recipe tsv corpus's default) and whose ids may be absent (then the audio
-    file's stem, numbered ``-2``, ``-3`` ... when stems repeat)."""
-    frame = read_manifest(path, required=())
+    file's stem, numbered ``-2``, ``-3`` ... when stems repeat). A user's TSV may quote fields as
+    spreadsheets do (a transcript holding a tab or a quote)."""
+    path = Path(path)
+    frame = _spreadsheet_tsv(path) if path.is_file() else None
+    if frame is None:
+        frame = read_manifest(path, required=())
     named = with_audio_column(frame)
     frame = named if named is not None else frame
     missing = [c for c in ("audio", "text") if c not in frame.columns]
