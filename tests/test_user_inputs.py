@@ -51,6 +51,16 @@ def test_manifest_with_a_path_column_is_transcribable(tmp_path):
         expand_inputs([other])
 
 
+def test_manifest_exported_by_a_spreadsheet_is_transcribable(tmp_path):
+    """A TSV saved by a spreadsheet quotes a transcript that holds a tab or a quote; transcribe refused
+    the whole manifest ("not a valid manifest"), while evaluate and prepare already read it (session 5)."""
+    a = _wav(tmp_path / "audio" / "x.wav")
+    b = _wav(tmp_path / "audio" / "y.wav")
+    tsv = tmp_path / "export.tsv"
+    tsv.write_text('path\ttext\naudio/x.wav\t"one\ttwo"\naudio/y.wav\t"say ""three"""\n', encoding="utf-8")
+    assert expand_inputs([tsv]) == [a, b]
+
+
 def test_missing_manifest_column_message_lists_the_columns_found(tmp_path):
     from lrasr.data.manifest import read_manifest
 

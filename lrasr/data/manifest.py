@@ -100,15 +100,20 @@ def _spreadsheet_tsv(path: Path) -> pd.DataFrame | None:
     return _numbers(pd.DataFrame(rows[1:], columns=rows[0], dtype=str))
 
 
+def read_user_tsv(path: str | Path) -> pd.DataFrame:
+    """A TSV a user wrote or exported (no columns required): lrasr's own manifest format, or fields
+    quoted as spreadsheets write them (see ``_spreadsheet_tsv``)."""
+    path = Path(path)
+    frame = _spreadsheet_tsv(path) if path.is_file() else None
+    return frame if frame is not None else read_manifest(path, required=())
+
+
 def read_labeled_manifest(path: str | Path) -> pd.DataFrame:
     """A labeled manifest for scoring: lrasr's (id, audio, text) or a user's labeled corpus TSV, whose
     audio column is ``path`` (a recipe tsv corpus's default) and whose ids may be absent (then the audio
     file's stem, numbered ``-2``, ``-3`` ... when stems repeat). A user's TSV may quote fields as
     spreadsheets do (a transcript holding a tab or a quote)."""
-    path = Path(path)
-    frame = _spreadsheet_tsv(path) if path.is_file() else None
-    if frame is None:
-        frame = read_manifest(path, required=())
+    frame = read_user_tsv(path)
     named = with_audio_column(frame)
     frame = named if named is not None else frame
     missing = [c for c in ("audio", "text") if c not in frame.columns]

@@ -19,7 +19,7 @@ import numpy as np
 
 from lrasr import recipe as recipe_defaults
 from lrasr.audio.decode import AudioError, cut_off_wav_seconds, probe
-from lrasr.data.manifest import audio_paths, read_manifest, with_audio_column
+from lrasr.data.manifest import audio_paths, read_user_tsv, with_audio_column
 from lrasr.decode.chunking import Chunk, iter_chunks, vad_segmenter
 from lrasr.decode.greedy import greedy_hypothesis
 from lrasr.decode.types import Hypothesis, merge_hypotheses
@@ -73,7 +73,7 @@ def _folder_audio(folder: Path) -> list[Path]:
 
 def _manifest_audio(path: Path) -> list[Path]:
     """Audio paths of a manifest: lrasr's ``audio`` column, or ``path`` as in a labeled corpus TSV."""
-    frame = read_manifest(path, required=())
+    frame = read_user_tsv(path)
     named = with_audio_column(frame)
     if named is None:
         found = ", ".join(map(str, frame.columns))
