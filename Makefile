@@ -21,7 +21,7 @@ test-slow: env kenlm
 
 env: system $(VENV)/.installed
 
-# Debian packages: espeak-ng (demo/test speech), ffmpeg (m4a/webm decoding), sox, and what KenLM's
+# Debian packages: espeak-ng (demo/test speech), ffmpeg (m4a/webm/wma decoding), sox, and what KenLM's
 # trainer needs to compile. Installed when missing and we are root; otherwise we say what to run.
 system: $(TOOLS)/.system
 $(TOOLS)/.system:
