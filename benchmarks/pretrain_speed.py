@@ -99,6 +99,24 @@ def make_step(which: str, cfg, device):
     return model, step
 
 
+def backbone_step(which: str, model):
+    """step(waveforms, lengths) running only the backbone both implementations share in their math (feature
+    encoder + transformer, no mask, no quantizer, no loss): forward, then backward of the hidden states' sum."""
+    if which == "lrasr":
+        def hidden(wave):
+            return model.backbone(wave)[0]
+    else:
+        def hidden(wave):
+            return model.wav2vec2(wave).last_hidden_state
+
+    def step(wave, lengths):
+        out = hidden(wave).float().sum()
+        out.backward()
+        return float(out)
+
+    return step
+
+
 def _rss_mb(field: str) -> float:
     """VmRSS / VmHWM of this process in MB (Linux)."""
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -167,6 +185,10 @@ def time_worker(args: argparse.Namespace) -> None:
 
     runs["transformers"][0].load_state_dict(
         {to_transformers_name(k): v for k, v in runs["lrasr"][0].state_dict().items()})
+    if args.breakdown:
+        for which in ("transformers", "lrasr"):
+            model = runs[which][0]
+            runs[f"{which}-backbone"] = (model, _runner(backbone_step(which, model), model, device, wave, lengths))
     times: dict[str, list[float]] = {k: [] for k in runs}
     cpu: dict[str, list[float]] = {k: [] for k in runs}
     order = list(runs)
@@ -186,6 +208,8 @@ def time_worker(args: argparse.Namespace) -> None:
         from torch.utils.flop_counter import FlopCounterMode
 
         for which, (model, run_one) in runs.items():
+            if which.endswith("-backbone"):
+                continue
             counter = FlopCounterMode(display=False)
             with counter:
                 run_one()
@@ -266,6 +290,9 @@ def main() -> None:
     parser.add_argument("--peak-tflops", type=float, default=0.0,
                         help="dense peak in the autocast dtype, TFLOP/s (default: by GPU name)")
     parser.add_argument("--flops", action="store_true", help="count FLOPs on the CPU too (always on CUDA)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time each model's backbone alone (feature encoder + transformer, the math both "
+                             "share) to split each step into backbone and pretraining head + loss")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker == "time":
@@ -294,6 +321,8 @@ def main() -> None:
             print(f"  {name:12s} process CPU per step {r['cpu_s'] * 1000:9.1f} ms (median {r['cpu_median_s'] * 1000:.1f} ms)")
         print(f"  speed-up in process CPU time: {hf_r['cpu_s'] / lr_r['cpu_s']:.2f}x (best), "
               f"{hf_r['cpu_median_s'] / lr_r['cpu_median_s']:.2f}x (median)")
+    if args.breakdown:
+        _print_breakdown(timing, "cpu_median_s" if args.device == "cpu" else "median_s")
     ratio = memory["lrasr"]["peak_mb"] / memory["transformers"]["peak_mb"]
     print(f"  peak memory lrasr / transformers: {ratio:.2f}")
     tensor = {w: memory[w].get("tensor_peak_mb") for w in memory}
@@ -310,6 +339,21 @@ def main() -> None:
             achieved = r["flops"] / r["step_s"] / 1e12
             mfu = f", MFU {100 * achieved / peak:.1f}% of {peak:.0f} TFLOP/s {r['dtype']}" if peak else ""
             print(f"  {name:12s} {r['flops'] / 1e12:.2f} TFLOP per step, {achieved:.1f} TFLOP/s{mfu} ({r['gpu']})")
+
+
+def _print_breakdown(timing: dict, key: str) -> None:
+    """Median step = backbone + the rest (mask, quantizer, heads, loss and their backward), per model, and
+    what a 1.3x target asks of the backbone when the rest stays as it is."""
+    full = {w: timing[w][key] * 1000 for w in ("transformers", "lrasr")}
+    body = {w: timing[f"{w}-backbone"][key] * 1000 for w in ("transformers", "lrasr")}
+    head = {w: full[w] - body[w] for w in full}
+    print(f"  breakdown (medians): backbone alone transformers {body['transformers']:.0f} ms, lrasr "
+          f"{body['lrasr']:.0f} ms ({body['transformers'] / body['lrasr']:.2f}x); the rest (mask, quantizer, "
+          f"heads, loss) transformers {head['transformers']:.0f} ms, lrasr {head['lrasr']:.0f} ms")
+    # lrasr at 1.3x: full_hf / 1.3 = body_lrasr' + head_lrasr
+    needed = full["transformers"] / 1.3 - head["lrasr"]
+    print(f"  for 1.3x with this head, lrasr's backbone would need {needed:.0f} ms: "
+          f"{body['transformers'] / max(needed, 1e-9):.2f}x faster than transformers' backbone")
 
 
 if __name__ == "__main__":
