@@ -30,7 +30,14 @@ def transcribe(
                                          help="Output file, or a folder (existing or ending in /; for srt/vtt of "
                                               "several recordings also a new name not ending in a format's "
                                               "extension): one subtitle file per recording, named after it, for "
-                                              "srt/vtt, transcripts.<format> otherwise; default stdout."),
+                                              "srt/vtt, transcripts.<format> otherwise; default stdout. With "
+                                              "--output the run can be resumed: each finished recording is saved "
+                                              "at once in OUTPUT.partial.jsonl (FOLDER/transcripts.partial.jsonl), "
+                                              "the same command run again after an interruption transcribes only "
+                                              "the rest, and the journal is deleted when the outputs are written. "
+                                              "stdout has no journal: an interrupted run starts over."),
+    no_resume: bool = typer.Option(False, "--no-resume",
+                                   help="Ignore the journal of an interrupted run and transcribe everything."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: cuda when available)."),
     decoder: Optional[str] = typer.Option(None, help="greedy or beam (default: beam with --lm, else greedy)."),
     beam_width: Optional[int] = typer.Option(None, min=1, help="Beam width (default 50)."),
@@ -41,35 +48,28 @@ def transcribe(
     chunk_seconds: Optional[float] = typer.Option(None, min=1.0, help="Longest chunk given to the model (default 20)."),
     jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Beam-search processes (default: CPU count)."),
 ) -> None:
-    """Transcribe audio of any length: greedy or KenLM beam search."""
-    from lrasr.decode.formats import FORMATS
-    from lrasr.decode.output import check_destination, check_output, tuned_params, write_results
-    from lrasr.decode.transcribe import transcribe_files
-    from lrasr.errors import LrasrError
+    """Transcribe audio of any length: greedy or KenLM beam search. With --output, a run that is
+    interrupted (Ctrl-C, a crash, a reboot) goes on where it stopped when the same command is run again."""
+    from lrasr.decode.output import transcribe_to
     from lrasr.report import err_console, summary_table
 
-    if format not in FORMATS:
-        raise LrasrError(f"--format {format}: choose one of {', '.join(FORMATS)}")
-    check_output(output, inputs)
-    decoder = decoder or ("beam" if lm is not None else "greedy")
-    if decoder not in ("greedy", "beam"):
-        raise LrasrError(f"--decoder {decoder}: choose greedy or beam")
-    if lm is not None and (alpha is None or beta is None):
-        tuned = tuned_params(lm)
-        alpha = tuned.get("alpha") if alpha is None else alpha
-        beta = tuned.get("beta") if beta is None else beta
-    results, stats = transcribe_files(
-        inputs, model, lm, decoder=decoder, device=device, processes=jobs, beam_width=beam_width, alpha=alpha,
-        beta=beta, hotwords=list(hotword) or None, hotword_weight=hotword_weight, chunk_seconds=chunk_seconds,
-        check_paths=lambda paths: check_destination(format, output, len(paths)))
-    written = write_results(results, format, output)
-    rows = [("files", stats.files), ("unreadable or silent", stats.failed),
-            ("audio (min)", stats.audio_seconds / 60), ("time (s)", stats.wall_seconds),
-            ("real-time factor", stats.rtf), ("decoder", decoder + (" + LM" if lm else ""))]
+    results, stats, written = transcribe_to(
+        inputs, model, output, format, lm, decoder, resume=not no_resume, device=device, processes=jobs,
+        beam_width=beam_width, alpha=alpha, beta=beta, hotwords=list(hotword) or None,
+        hotword_weight=hotword_weight, chunk_seconds=chunk_seconds)
+    failed = sum(1 for r in results if r.error)
+    rows = [("files", len(results))]
+    if stats.resumed:
+        rows += [("already transcribed (resumed)", stats.resumed), ("transcribed now", stats.files)]
+    rows.append(("unreadable or silent", failed))
+    if stats.files:  # all taken from the journal: nothing was timed
+        rows += [("audio (min)", stats.audio_seconds / 60), ("time (s)", stats.wall_seconds),
+                 ("real-time factor", stats.rtf)]
+    rows.append(("decoder", (decoder or ("beam" if lm else "greedy")) + (" + LM" if lm else "")))
     if written:
         rows.append(("output", ", ".join(str(p) for p in written[:3]) + (" ..." if len(written) > 3 else "")))
     err_console.print(summary_table("transcribe", rows))
-    if stats.files and stats.failed == stats.files:  # like prepare: non-zero when nothing usable came out
+    if results and failed == len(results):  # like prepare: non-zero when nothing usable came out
         err_console.print("[bold red]error:[/] no input could be transcribed (see the warnings above)", soft_wrap=True)
         raise typer.Exit(1)
 

@@ -1,4 +1,5 @@
-"""Where transcripts go: stdout, one file, or one subtitle file per input; tuned LM weights."""
+"""Where transcripts go: stdout, one file, or one subtitle file per input; tuned LM weights; the whole
+`lrasr transcribe` command as one function (``transcribe_to``), resumable when it writes to files."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from lrasr.data.manifest import unique_stems
-from lrasr.decode.formats import WRITERS
+from lrasr.decode.formats import FORMATS, WRITERS
 from lrasr.errors import LrasrError
 from lrasr.io import write_text_atomic
 
@@ -131,3 +132,46 @@ def write_results(results: Sequence, fmt: str, output: str | Path | None) -> lis
         output = output / f"transcripts.{fmt}"
     write_text_atomic(output, writer(items))
     return [output]
+
+
+def output_is_folder(fmt: str, output: str | Path, count: int) -> bool:
+    """Whether ``write_results`` makes ``output`` a folder for ``count`` recordings in ``fmt``."""
+    return _names_folder(output) or (fmt in SUBTITLES and count > 1)
+
+
+def transcribe_to(inputs: Sequence[str | Path], model_dir: str | Path, output: str | Path | None = None,
+                  fmt: str = "txt", lm_dir: str | Path | None = None, decoder: str | None = None,
+                  resume: bool = True, **options):
+    """``lrasr transcribe``: inputs (files, folders, manifests) -> transcripts in ``fmt`` on stdout
+    (``output`` None) or in a file or folder -> (results, stats, written paths).
+
+    With ``output``, each finished recording is saved at once in a journal beside it (see
+    ``lrasr.decode.journal``); the same call after an interruption transcribes only the recordings not
+    saved (``resume=False``: all of them), writes the outputs atomically and deletes the journal.
+    stdout gets no journal (there is nothing to resume into). ``decoder``: greedy or beam (default: beam
+    with an LM); alpha/beta default to the LM's tuned.json. ``options`` go to ``transcribe_paths``.
+    """
+    from lrasr.decode.journal import journal_path
+    from lrasr.decode.transcribe import expand_inputs, transcribe_paths
+
+    if fmt not in FORMATS:
+        raise LrasrError(f"--format {fmt}: choose one of {', '.join(FORMATS)}")
+    check_output(output, inputs)
+    decoder = decoder or ("beam" if lm_dir is not None else "greedy")
+    if decoder not in ("greedy", "beam"):
+        raise LrasrError(f"--decoder {decoder}: choose greedy or beam")
+    if lm_dir is not None and (options.get("alpha") is None or options.get("beta") is None):
+        tuned = tuned_params(lm_dir)
+        for key in ("alpha", "beta"):
+            if options.get(key) is None:
+                options[key] = tuned.get(key)
+    paths = expand_inputs(list(inputs))
+    if not paths:
+        raise LrasrError("no audio files to transcribe")
+    check_destination(fmt, output, len(paths))
+    journal = None if output is None else journal_path(output, output_is_folder(fmt, output, len(paths)))
+    results, stats = transcribe_paths(paths, model_dir, lm_dir, decoder, journal=journal, resume=resume, **options)
+    written = write_results(results, fmt, output)
+    if journal is not None:
+        journal.unlink(missing_ok=True)  # the outputs are complete: nothing left to resume
+    return results, stats, written

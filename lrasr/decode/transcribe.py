@@ -4,6 +4,8 @@ The pipeline streams: chunks from one file after another are gathered into windo
 ``batch_seconds`` of audio, the model runs on each window (length-sorted batches), and each chunk's
 log-probabilities go to the decoder (greedy here, beam search in the worker pool) while the next
 window is read. Memory is bounded by one window plus the pending beam searches, whatever the input.
+With a journal (``transcribe_paths(..., journal=...)``, see ``lrasr.decode.journal``) every finished
+recording is saved at once and a later run with the same settings skips it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from lrasr.decode.chunking import Chunk, iter_chunks, vad_segmenter
 from lrasr.decode.greedy import greedy_hypothesis
 from lrasr.decode.types import Hypothesis, merge_hypotheses
 from lrasr.errors import LrasrError
-from lrasr.report import progress, warn
+from lrasr.report import err_console, progress, warn
 
 AUDIO_EXTENSIONS = {"." + ext for ext in recipe_defaults.AUDIO_EXTENSIONS}
 
@@ -96,6 +98,7 @@ class TranscribeStats:
     audio_seconds: float = 0.0
     wall_seconds: float = 0.0
     chunks: int = 0
+    resumed: int = 0  # recordings whose transcripts came from an earlier run's journal (not counted above)
 
     @property
     def rtf(self) -> float:
@@ -105,7 +108,7 @@ class TranscribeStats:
     def summary(self) -> dict:
         return {"files": self.files, "failed": self.failed, "audio_seconds": round(self.audio_seconds, 2),
                 "wall_seconds": round(self.wall_seconds, 2), "chunks": self.chunks,
-                "real_time_factor": round(self.rtf, 4) if self.audio_seconds else None}
+                "real_time_factor": round(self.rtf, 4) if self.audio_seconds else None, "resumed": self.resumed}
 
 
 @dataclass
@@ -236,6 +239,20 @@ def _complete(entry: _Pending) -> bool:
         isinstance(v, Hypothesis) or v.done() for _, v in entry.parts.values())
 
 
+def decode_config(decode_cfg=None, **overrides):
+    """The recipe's ``DecodeConfig`` (defaults when ``None``) with ``overrides`` (beam_width, alpha, beta,
+    hotwords, hotword_weight, chunk_seconds, batch_seconds; ``None`` values ignored), checked."""
+    from pydantic import ValidationError
+
+    from lrasr.recipe import DecodeConfig
+
+    base = (decode_cfg or DecodeConfig()).model_dump()
+    try:  # model_copy(update=...) would skip the field checks (chunk_seconds > 0, beam_width >= 1)
+        return DecodeConfig.model_validate({**base, **{k: v for k, v in overrides.items() if v is not None}})
+    except ValidationError as err:
+        raise LrasrError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())) from None
+
+
 def build_transcriber(model_dir: str | Path, lm_dir: str | Path | None = None, decoder: str = "greedy",
                       device: str | None = None, decode_cfg=None, vad_cfg=None, processes: int | None = None,
                       **overrides) -> Transcriber:
@@ -245,15 +262,11 @@ def build_transcriber(model_dir: str | Path, lm_dir: str | Path | None = None, d
     fields (beam_width, alpha, beta, hotwords, hotword_weight, chunk_seconds, batch_seconds).
     """
     from lrasr.decode.acoustic import AcousticModel
-    from lrasr.recipe import DecodeConfig, VadConfig
+    from lrasr.recipe import VadConfig
 
-    from pydantic import ValidationError
-
-    base = (decode_cfg or DecodeConfig()).model_dump()
-    try:  # model_copy(update=...) would skip the field checks (chunk_seconds > 0, beam_width >= 1)
-        cfg = DecodeConfig.model_validate({**base, **{k: v for k, v in overrides.items() if v is not None}})
-    except ValidationError as err:
-        raise LrasrError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())) from None
+    cfg = decode_config(decode_cfg, **overrides)
+    if decoder != "beam" and lm_dir is not None:
+        raise LrasrError("--lm needs the beam decoder (--decoder beam)")
     acoustic = AcousticModel(model_dir, device=device, batch_seconds=cfg.batch_seconds)
     beam = None
     if decoder == "beam":
@@ -262,8 +275,6 @@ def build_transcriber(model_dir: str | Path, lm_dir: str | Path | None = None, d
         beam = BeamDecoder(acoustic.tokenizer, lm_dir, alpha=cfg.alpha, beta=cfg.beta, beam_width=cfg.beam_width,
                            hotwords=cfg.hotwords, hotword_weight=cfg.hotword_weight,
                            processes=processes if processes is not None else default_processes())
-    elif lm_dir is not None:
-        raise LrasrError("--lm needs the beam decoder (--decoder beam)")
     segmenter = vad_segmenter(vad_cfg or VadConfig(), cfg.chunk_seconds)
     return Transcriber(acoustic, beam, chunk_seconds=cfg.chunk_seconds, batch_seconds=cfg.batch_seconds,
                        segmenter=segmenter)
@@ -280,16 +291,82 @@ def transcribe_files(inputs: Iterable[str | Path], model_dir: str | Path, lm_dir
     """Transcribe audio files, folders or manifests with a model folder -> (results in order, stats).
 
     ``check_paths`` sees the audio paths the inputs expand to before the model is loaded, so a caller can
-    refuse what their number makes impossible (srt of several recordings to stdout) before any work."""
+    refuse what their number makes impossible (srt of several recordings to stdout) before any work.
+    ``options`` go to ``transcribe_paths`` (journal, resume, decoder settings)."""
     paths = expand_inputs(list(inputs))
     if not paths:
         raise LrasrError("no audio files to transcribe")
     if check_paths is not None:
         check_paths(paths)
-    transcriber = build_transcriber(model_dir, lm_dir, decoder, device, **options)
-    try:
-        results = transcriber.transcribe(paths)
-    finally:
-        if transcriber.decoder is not None:
-            transcriber.decoder.close()
-    return results, transcriber.stats
+    return transcribe_paths(paths, model_dir, lm_dir, decoder, device, **options)
+
+
+def transcribe_paths(paths: Sequence[Path], model_dir: str | Path, lm_dir: str | Path | None = None,
+                     decoder: str = "greedy", device: str | None = None, journal: str | Path | None = None,
+                     resume: bool = True, decode_cfg=None, vad_cfg=None, processes: int | None = None,
+                     **overrides) -> tuple[list[FileResult], TranscribeStats]:
+    """Transcribe audio ``paths`` -> (results in order, stats of the recordings transcribed now).
+
+    With ``journal`` (a file path; see ``lrasr.decode.journal``) each finished recording is saved there at
+    once, and recordings an earlier run with the same settings saved are taken from it (``resume=False``:
+    the earlier journal is ignored and replaced). The caller deletes the journal (``Journal.remove`` or
+    ``Path.unlink``) once the outputs are written. ``overrides``: ``DecodeConfig`` fields."""
+    from lrasr.decode.journal import Journal, settings_parts
+    from lrasr.recipe import VadConfig
+
+    cfg = decode_config(decode_cfg, **overrides)
+    vad_cfg = vad_cfg or VadConfig()
+    saved: dict[int, FileResult] = {}
+    log = None
+    if journal is not None:
+        log = Journal.open(journal, settings_parts(model_dir, lm_dir, decoder, cfg, vad_cfg), resume)
+        _say_discarded(log)
+        for i, path in enumerate(paths):
+            if (found := log.take(path)) is not None:
+                saved[i] = found
+        if saved:
+            failed = sum(1 for r in saved.values() if r.error)
+            _info(f"resuming: {len(saved)} of {len(paths)} recordings already transcribed"
+                 + (f" ({failed} of them unreadable or silent)" if failed else "")
+                 + f"; journal {_shown(log.path)}" + (" (its incomplete last line ignored)" if log.ignored else ""))
+    todo = [p for i, p in enumerate(paths) if i not in saved]
+    stats = TranscribeStats(resumed=len(saved))
+    fresh: list[FileResult] = []
+    if todo:
+        transcriber = build_transcriber(model_dir, lm_dir, decoder, device, decode_cfg=cfg, vad_cfg=vad_cfg,
+                                        processes=processes)
+        transcriber.stats = stats
+        try:
+            if log is not None:
+                log.begin()
+            fresh = transcriber.transcribe(todo, on_done=log.append if log is not None else None)
+        except KeyboardInterrupt:
+            if log is not None:
+                done = len(saved) + log.appended
+                _info(f"interrupted: {done} of {len(paths)} recordings are saved in {_shown(log.path)}; run the "
+                     "same command again to go on from there")
+            raise
+        finally:
+            if transcriber.decoder is not None:
+                transcriber.decoder.close()
+            if log is not None:
+                log.close()
+    new = iter(fresh)
+    return [saved[i] if i in saved else next(new) for i in range(len(paths))], stats
+
+
+def _info(message: str) -> None:
+    err_console.print(message, soft_wrap=True)
+
+
+def _say_discarded(log) -> None:
+    if log.discarded == "--no-resume":
+        _info(f"--no-resume: ignoring the journal of an earlier run ({_shown(log.path)}); transcribing everything")
+    elif log.discarded:
+        warn(f"{_shown(log.path)}: earlier run's journal {log.discarded}; transcribing everything again")
+
+
+def _shown(path: Path) -> str:
+    from rich.markup import escape
+
+    return escape(str(path))
