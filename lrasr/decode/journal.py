@@ -10,7 +10,8 @@ The first line holds the settings the results depend on: the model and LM files 
 modification time of each), the decoder settings and lrasr's version. A journal written with other
 settings is discarded. Each recording's line carries its size and modification time, so a recording
 changed since is transcribed again. A torn last line (killed while writing it) is ignored.
-Settings that change speed only (device, --jobs, batch size) do not invalidate the journal.
+Settings that change speed only (device, --jobs, batch size) do not invalidate the journal (a run
+resumed on another device may differ from one uninterrupted run where bf16 on a GPU flips a near tie).
 """
 
 from __future__ import annotations
@@ -155,12 +156,14 @@ class Journal:
         self._handle = open(self.path, "ab")
         self._synced = time.monotonic()
 
-    def append(self, result) -> None:
-        """Save one finished ``FileResult``: flushed at once, so a killed process keeps it."""
+    def append(self, result, stamp: list[int] | None = None) -> None:
+        """Save one finished ``FileResult``: flushed at once, so a killed process keeps it. ``stamp``: the
+        recording's ``recording_stamp`` taken before it was read (default: now)."""
         if self._handle is None:
             raise RuntimeError("Journal.begin() was not called")
         hyp = result.hypothesis
-        record = {"key": recording_key(result.path), "stamp": recording_stamp(result.path),
+        stamp = recording_stamp(result.path) if stamp is None else stamp
+        record = {"key": recording_key(result.path), "stamp": stamp,
                   "seconds": result.seconds, "text": hyp.text, "words": [[w.text, w.start, w.end] for w in hyp.words],
                   "error": result.error}
         self._handle.write(_line(record))

@@ -311,7 +311,7 @@ def transcribe_paths(paths: Sequence[Path], model_dir: str | Path, lm_dir: str |
     once, and recordings an earlier run with the same settings saved are taken from it (``resume=False``:
     the earlier journal is ignored and replaced). The caller deletes the journal (``Journal.remove`` or
     ``Path.unlink``) once the outputs are written. ``overrides``: ``DecodeConfig`` fields."""
-    from lrasr.decode.journal import Journal, settings_parts
+    from lrasr.decode.journal import Journal, recording_stamp, settings_parts
     from lrasr.recipe import VadConfig
 
     cfg = decode_config(decode_cfg, **overrides)
@@ -337,9 +337,13 @@ def transcribe_paths(paths: Sequence[Path], model_dir: str | Path, lm_dir: str |
                                         processes=processes)
         transcriber.stats = stats
         try:
+            on_done = None
             if log is not None:
                 log.begin()
-            fresh = transcriber.transcribe(todo, on_done=log.append if log is not None else None)
+                # stamped before reading: a recording changed while it is transcribed is done again next time
+                stamps = iter([recording_stamp(p) for p in todo])
+                on_done = lambda result: log.append(result, next(stamps))  # noqa: E731 (results come in order)
+            fresh = transcriber.transcribe(todo, on_done=on_done)
         except KeyboardInterrupt:
             if log is not None:
                 done = len(saved) + log.appended
