@@ -34,7 +34,7 @@ TEXTS = ["ഒന്ന് രണ്ട് മൂന്ന്", "നാല് അ
 def setup(tmp_path_factory):
     """A tiny model (layer-norm feature encoder: a recording's transcript does not depend on what else
     is in its batch, so a resumed run can equal an uninterrupted one exactly), ten ~8 s recordings of
-    espeak-ng speech, a silent one and an unreadable one (errors are resumed too)."""
+    espeak-ng speech, a silent one and an unreadable one."""
     root = tmp_path_factory.mktemp("resume")
     speech = [load(espeak(t, root / f"s{i}.wav")) for i, t in enumerate(TEXTS)]
     rng = np.random.default_rng(0)
@@ -162,6 +162,23 @@ def test_a_changed_recording_is_transcribed_again(setup, tmp_path):
     assert (stats.resumed, stats.files) == (1, 2)
     assert results[1].hypothesis == results[0].hypothesis  # t1 now holds t0's audio
     assert not Path(str(out) + ".partial.jsonl").exists()
+
+
+def test_a_recording_that_failed_is_tried_again(setup, tmp_path):
+    """A failure is not kept: its cause may be gone on the next run (here the journal says t1 could not be
+    decoded, as if a decoder had been missing; the same file, same size and time, is transcribed now)."""
+    model, _, few = setup
+    out = tmp_path / "t.jsonl"
+    journal = _journal_of_few(model, few, out)
+    lines = journal.read_bytes().split(b"\n")
+    record = json.loads(lines[2])
+    assert record["key"].endswith("t1.wav") and record["text"]
+    record.update(text="", words=[], error="not decodable audio (no decoder)")
+    lines[2] = json.dumps(record, ensure_ascii=False).encode("utf-8")
+    journal.write_bytes(b"\n".join(lines))
+    results, stats, _ = transcribe_to([few], model, out, "jsonl", device="cpu")
+    assert (stats.resumed, stats.files, stats.failed) == (2, 1, 0)
+    assert results[1].error is None and results[1].hypothesis.text
 
 
 @pytest.mark.parametrize("change", ["chunk_seconds", "decoder", "model"])

@@ -9,7 +9,8 @@ rest, writes the outputs (atomically) and deletes the journal.
 The first line holds the settings the results depend on: the model and LM files (name, size and
 modification time of each), the decoder settings and lrasr's version. A journal written with other
 settings is discarded. Each recording's line carries its size and modification time, so a recording
-changed since is transcribed again. A torn last line (killed while writing it) is ignored.
+changed since is transcribed again, and so is one that failed (unreadable, silent). A torn last line
+(killed while writing it) is ignored.
 Settings that change speed only (device, --jobs, batch size) do not invalidate the journal (a run
 resumed on another device may differ from one uninterrupted run where bf16 on a GPU flips a near tie).
 """
@@ -135,12 +136,14 @@ class Journal:
         return journal
 
     def take(self, path: Path):
-        """The saved ``FileResult`` of ``path``, or ``None`` when it is not saved or changed since."""
+        """The saved ``FileResult`` of ``path``, or ``None`` when it is not saved, changed since, or failed
+        (unreadable, silent): a failure is tried again, its cause may be gone (a decoder installed, a
+        file replaced by one with the same size and time) and failing again costs little."""
         from lrasr.decode.transcribe import FileResult
 
         record = self.records.get(recording_key(path))
         stamp = recording_stamp(path)
-        if record is None or stamp is None or record["stamp"] != stamp:
+        if record is None or record["error"] is not None or stamp is None or record["stamp"] != stamp:
             return None
         self.kept.append(record)
         words = [Word(str(w), float(s), float(e)) for w, s, e in record["words"]]

@@ -325,9 +325,7 @@ def transcribe_paths(paths: Sequence[Path], model_dir: str | Path, lm_dir: str |
             if (found := log.take(path)) is not None:
                 saved[i] = found
         if saved:
-            failed = sum(1 for r in saved.values() if r.error)
             _info(f"resuming: {len(saved)} of {len(paths)} recordings already transcribed"
-                 + (f" ({failed} of them unreadable or silent)" if failed else "")
                  + f"; journal {_shown(log.path)}" + (" (its incomplete last line ignored)" if log.ignored else ""))
     todo = [p for i, p in enumerate(paths) if i not in saved]
     stats = TranscribeStats(resumed=len(saved))
