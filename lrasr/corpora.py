@@ -9,6 +9,7 @@ checks the path against the card's expected layout and says what was expected wh
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -69,7 +70,10 @@ def _load(path: Path, mtime_ns: int) -> Card:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise LrasrError(f"cannot read corpus card ({exc})", path) from None
+        # PyYAML's messages span several lines (the offending text and a caret): keep one line with the place
+        mark = getattr(exc, "problem_mark", None)
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise LrasrError(f"cannot read corpus card ({what})", path, mark.line + 1 if mark else None) from None
     if not isinstance(data, dict):
         raise LrasrError("a corpus card must be a mapping of keys (name, title, url, ...)", path)
     try:
@@ -102,20 +106,55 @@ def list_cards() -> list[Card]:
     return [load_card(n) for n in card_names()]
 
 
-def layout_mismatch(card: Card, path: Path) -> str | None:
-    """Why ``path`` does not look like ``card``'s corpus, or None when it does."""
+# ``{option}`` in a layout glob stands for an ingest option of the recipe entry (Common Voice's
+# ``{split}.tsv``): a release folder read with ``split: other`` need not hold validated.tsv.
+_PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+
+def layout_globs(card: Card, options: dict[str, Any] | None = None) -> list[str]:
+    """The card's required globs with ``{option}`` filled from ``options`` (a recipe entry's values),
+    else from the card's ``ingest.options`` defaults; an option with neither is left as ``<option>``."""
+    values = {**card.ingest.options, **{k: v for k, v in (options or {}).items() if v is not None}}
+
+    def fill(match: re.Match) -> str:
+        value = values.get(match.group(1))
+        return str(value) if value is not None else f"<{match.group(1)}>"
+
+    return [_PLACEHOLDER.sub(fill, g) for g in card.layout.required]
+
+
+def layout_mismatch(card: Card, path: Path, options: dict[str, Any] | None = None) -> str | None:
+    """Why ``path`` does not look like ``card``'s corpus, or None when it does. ``options`` are the
+    recipe entry's settings that layout globs may name (see ``layout_globs``)."""
     path = Path(path)
     if card.layout.path_is == "dir" and not path.is_dir():
         return f"expected a folder ({card.layout.description or 'see the card'})"
     if card.layout.path_is == "file" and not path.is_file():
         return f"expected a file ({card.layout.description or 'see the card'})"
     base = path if path.is_dir() else path.parent
-    missing = [g for g in card.layout.required if next(iter(base.glob(g)), None) is None]
+    filled = layout_globs(card, options)
+    missing = [i for i, g in enumerate(filled) if next(iter(base.glob(g)), None) is None]
     if missing:
         where = f"in {base}" if path.is_file() else "under it"
         hint = f" ({card.layout.description})" if card.layout.description else ""
-        return f"expected {', '.join(missing)} {where}{hint}"
+        return f"expected {', '.join(filled[i] for i in missing)} {where}{hint}" + "".join(
+            _other_values(card.layout.required[i], base) for i in missing)
     return None
+
+
+def _other_values(template: str, base: Path) -> str:
+    """For a glob with one ``{option}``: the values the files present would give it (``split: other_original``
+    when the folder holds other_original.tsv), so the user sees what to set instead of guessing."""
+    names = _PLACEHOLDER.findall(template)
+    if len(names) != 1:
+        return ""
+    head, tail = template.split("{" + names[0] + "}", 1)
+    found = set()
+    for match in base.glob(_PLACEHOLDER.sub("*", template)):
+        rel = match.relative_to(base).as_posix()
+        found.add(rel[len(head):len(rel) - len(tail)])
+    found = sorted(found)
+    return f"; {names[0]}: could be {', '.join(found[:10])}" if found else ""
 
 
 def card_problems(recipe: Any, check_layout: bool = True) -> list[str]:
@@ -140,7 +179,7 @@ def card_problems(recipe: Any, check_layout: bool = True) -> list[str]:
                 problems.append(f"{key}.format: '{fmt}', but card '{name}' is read with format "
                                 f"'{card.ingest.format}'")
             if check_layout and entry.path.exists():
-                why = layout_mismatch(card, entry.path)
+                why = layout_mismatch(card, entry.path, entry.model_dump(exclude_unset=True))
                 if why:
                     problems.append(f"{key}.path: {entry.path} does not look like {card.title} (card '{name}'): "
                                     f"{why}; see `lrasr corpora show {name}`")
@@ -181,7 +220,11 @@ def render_card(card: Card) -> str:
         out.append(f"[bold]{label}:[/] {value}")
     out += ["", f"[bold]layout:[/] the recipe path is a {'folder' if card.layout.path_is == 'dir' else 'file'}"
             + (f": {card.layout.description}" if card.layout.description else "")]
-    out += [f"  must contain: {g}" for g in card.layout.required]
+    for glob in card.layout.required:
+        named = _PLACEHOLDER.findall(glob)
+        note = "".join(f" (<{k}> = the entry's {k}:, default {card.ingest.options[k]})"
+                       for k in named if k in card.ingest.options)
+        out.append(f"  must contain: {_PLACEHOLDER.sub(lambda m: '<' + m.group(1) + '>', glob)}{note}")
     out += ["", f"[bold]ingest:[/] format {card.ingest.format}" + (f" - {card.ingest.notes}" if card.ingest.notes else "")]
     if card.ingest.convert:
         out += ["[bold]convert first:[/]", card.ingest.convert.rstrip()]

@@ -230,11 +230,32 @@ def decide(recipe: Recipe, stage: str, stamps: dict[str, dict[str, Any] | None],
         return StagePlan(stage, "run", "forced (--force)", False, parts)
     if stamp is None:
         reason = "interrupted earlier: resuming" if resume else (
-            "interrupted earlier with other inputs: starting over" if running else "not run yet")
+            "interrupted earlier with other inputs: starting over" if running else _never_run(recipe, stage))
         return StagePlan(stage, "run", reason, resume, parts)
     if stamp["fingerprint"] == digest:
         return StagePlan(stage, "skip", "up to date", False, parts)
     return StagePlan(stage, "run", describe_change(changed_parts(stamp.get("parts", {}), parts)), False, parts)
+
+
+def _never_run(recipe: Recipe, stage: str) -> str:
+    """Why a stage without a stamp runs: outputs left by the stage's own command (`lrasr prepare`) carry
+    no fingerprint, so `lrasr run` cannot know what they were made from and makes them again."""
+    folder = recipe.stage_dir(stage)
+    if folder.is_dir() and any(p.name not in (STAMP, RUNNING) for p in folder.iterdir()):
+        return (f"no completed `lrasr run` of it recorded; the outputs in {folder} (from `lrasr {stage}`?) "
+                "are made again")
+    return "not run yet"
+
+
+def stage_note(recipe: Recipe, stage: str, summary: Any) -> str | None:
+    """One line on what a stage made when its own output says little (the lm stage prints nothing)."""
+    if stage != "lm" or not isinstance(summary, dict) or "sentences" not in summary:
+        return None
+    texts = [str(c.path) for c in recipe.corpora.text]
+    what = ", ".join(texts) + (" and the train transcripts" if recipe.lm and recipe.lm.include_train_text else "") \
+        if texts else "the train transcripts only (add corpora.text, sentences of the language, for a useful LM)"
+    return (f"lm: {summary.get('order')}-gram from {summary['sentences']:,} sentences "
+            f"({summary.get('unigrams', 0):,} distinct words): {what}")
 
 
 def make_plan(recipe: Recipe, from_stage: str | None = None, to_stage: str | None = None,
@@ -381,6 +402,9 @@ def run_recipe(recipe: Recipe, from_stage: str | None = None, to_stage: str | No
         ran.append(stage)
         seconds[stage] = took
         info["stages"][stage] = {"action": "ran", "reason": plan.reason, "seconds": round(took, 2)}
+        note = stage_note(recipe, stage, summary)
+        if note:
+            echo(note)
         echo(f"{stage}: done in {took:.1f} s")
     results = finish_results(recipe, stamps) if "evaluate" in stages[: hi + 1] else None
     info["finished"] = time.time()

@@ -91,6 +91,26 @@ def read_lines(path: Path, rejects: RejectLog) -> Iterator[tuple[int, str]]:
             yield number, text
 
 
+# Header names that hold a speaker id in common corpora and exports (Common Voice's client_id included),
+# compared in lower case with '-' and ' ' read as '_'.
+SPEAKER_COLUMN_NAMES = ("speaker_id", "speakerid", "spk", "spk_id", "spkid", "speaker_name", "client_id",
+                        "reader", "reader_id", "user_id")
+
+
+def speaker_column_hint(corpus: LabeledCorpus, header: list[str]) -> str | None:
+    """What to say when a table lacks the default ``speaker`` column but has a usual speaker-id column
+    (``speaker_id``, ``client_id``, ...). It is not used unless named (a guess could be wrong), yet without
+    speakers every utterance is its own group and the speaker-disjoint split puts one voice in train and test."""
+    column = corpus.speaker_column
+    if column is None or "speaker_column" in corpus.model_fields_set or column in header:
+        return None
+    found = [h for h in header if h.strip().lower().replace("-", "_").replace(" ", "_") in SPEAKER_COLUMN_NAMES]
+    if not found:
+        return None
+    return (f"no '{column}' column, but '{found[0]}' looks like one: set the corpus's speaker_column: {found[0]} "
+            "(unset, no utterance has a speaker)")
+
+
 def path_id(audio: Path, base: Path) -> str:
     """An utterance id from an audio path: relative to ``base`` without extension, else the stem."""
     try:

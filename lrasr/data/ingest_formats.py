@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from lrasr.data.ingest import (AUDIO_EXTENSIONS, Item, normalize_gender, path_id, read_lines, resolve_audio,
-                               shorten_path_ids, split_lines)
+                               shorten_path_ids, speaker_column_hint, split_lines)
 from lrasr.data import tsv
 from lrasr.data.manifest import RejectLog
 from lrasr.errors import LrasrError
@@ -131,7 +131,15 @@ def read_table(corpus: LabeledCorpus, rejects: RejectLog) -> list[Item]:
             required.append(column)  # the user named it: its absence is an error, not a silent default
     genders = _speaker_genders(corpus, base)
     items, derived = [], []
+    first = True
     for number, row in _table_rows(path, delimiter, rejects, required):
+        if first:  # every row has the header's columns
+            hint = speaker_column_hint(corpus, list(row))
+            if hint:
+                from lrasr.report import warn
+
+                warn(f"{path}: {hint}")
+            first = False
         audio_value = row[corpus.audio_column].strip()
         if not audio_value:
             rejects.add(path, "missing audio: empty audio path", line=number)
@@ -162,8 +170,9 @@ def read_commonvoice(corpus: LabeledCorpus, rejects: RejectLog) -> list[Item]:
     root = corpus.path
     table = root / f"{corpus.split or 'validated'}.tsv"
     if not table.is_file():
+        tables = [p.stem for p in sorted(root.glob("*.tsv")) if _is_cv_table(p)]
         raise LrasrError(f"no {table.name} in this Common Voice folder (set the corpus's split: to one of "
-                         f"{', '.join(sorted(p.stem for p in root.glob('*.tsv'))) or 'its tables'})", root)
+                         f"{', '.join(tables) or 'its tables with path and sentence columns'})", root)
     durations = _cv_durations(root / "clip_durations.tsv")
     items = []
     for number, row in _table_rows(table, "\t", rejects, ["path", "sentence"]):
@@ -178,6 +187,17 @@ def read_commonvoice(corpus: LabeledCorpus, rejects: RejectLog) -> list[Item]:
             duration=durations.get(clip),
         ))
     return items
+
+
+def _is_cv_table(path: Path) -> bool:
+    """Whether a TSV's header names Common Voice's ``path`` and ``sentence`` columns (clip_durations.tsv
+    and reported.tsv do not: offering them as a split would only lead to the next error)."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as fh:
+            header = fh.readline().rstrip("\r\n").split("\t")
+    except OSError:
+        return False
+    return {"path", "sentence"} <= {h.strip() for h in header}
 
 
 def _cv_durations(path: Path) -> dict[str, float]:

@@ -139,3 +139,45 @@ def split_stats(rows: dict[str, list[dict]]) -> dict[str, dict]:
     stats["shared_speakers"] = len((speakers["train"] & (speakers["dev"] | speakers["test"])) |
                                    (speakers["dev"] & speakers["test"]))
     return stats
+
+
+FEW_SPEAKERS = 10  # below this a speaker-disjoint dev/test holds one or two voices: say so
+
+
+def split_warnings(rows: dict[str, list[dict]], cfg: SplitConfig) -> list[str]:
+    """What a user would not expect from the ratio split, one line each: a dev/test split asked for but
+    left empty, a split far larger or smaller than asked (speakers move as whole units), and a
+    speaker-disjoint split over so few speakers that dev/test scores measure one or two voices.
+
+    ``rows`` maps split -> manifest rows (``duration``, ``speaker``, and ``split`` when a corpus assigned
+    it). Splits a corpus or an explicit list decided are not second-guessed.
+    """
+    if cfg.lists or cfg.by == "corpus":
+        return []
+    pool = {s: [r for r in rows.get(s, []) if not r.get("split")] for s in SPLITS}  # what the ratio split placed
+    seconds = {s: sum(float(r["duration"]) for r in pool[s]) for s in SPLITS}
+    total = sum(seconds.values())
+    speakers = {s: {r["speaker"] for r in pool[s] if r.get("speaker")} for s in SPLITS}
+    n_speakers = len(set().union(*speakers.values()))
+    by_speaker = cfg.by == "speaker" and n_speakers > 0
+    out = []
+    for split in ("dev", "test"):
+        asked = getattr(cfg, split)
+        if asked <= 0 or total <= 0 or len(pool[split]) < len(rows.get(split, [])):
+            continue  # nothing to split, or a corpus filled this split
+        got = seconds[split] / total
+        if got == 0 and by_speaker:
+            out.append(f"prepare.split.{split}: {asked:.0%} asked for, but {split} is empty: the speaker-disjoint "
+                       f"split keeps each of the {n_speakers} speaker(s) whole and train gets one first; set "
+                       f"prepare.split.by: utterance ({split} then holds voices heard in training: optimistic "
+                       f"scores), add speakers, or set {split}: 0")
+        elif got == 0:
+            out.append(f"prepare.split.{split}: {asked:.0%} asked for, but {split} is empty: too few utterances")
+        elif not asked / 2 <= got <= asked * 2:
+            out.append(f"prepare.split.{split}: {got:.0%} of the audio went to {split} ({asked:.0%} asked for): "
+                       + (f"each of the {n_speakers} speakers stays whole" if by_speaker else "utterances stay whole"))
+    if by_speaker and n_speakers < FEW_SPEAKERS and (speakers["dev"] or speakers["test"]):
+        counts = ", ".join(f"{s} {len(speakers[s])}" for s in SPLITS)
+        out.append(f"only {n_speakers} speakers for a speaker-disjoint split (per split: {counts}): the model "
+                   "learns from few voices and dev/test scores describe one or two people")
+    return out

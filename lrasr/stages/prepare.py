@@ -16,7 +16,7 @@ import pandas as pd
 from lrasr.data.manifest import RejectLog, read_manifest, rejected_frame, write_manifest
 from lrasr.errors import LrasrError, StageError
 from lrasr.io import write_json_atomic
-from lrasr.report import console, histograms_png, summary_table
+from lrasr.report import console, histograms_png, summary_table, warn
 from lrasr.stages.prepare_labeled import prepare_labeled
 from lrasr.stages.prepare_unlabeled import merge_unlabeled, prepare_unlabeled
 
@@ -102,7 +102,16 @@ def run_prepare(recipe, jobs: int | None = None, shard: str | Shard | None = Non
         console.print(summary_table("prepare: unlabeled recordings", _table_rows(un)))
         _histograms(recipe, target, un)
     if summary["labeled"]:
-        console.print(summary_table("prepare: labeled corpora", _labeled_rows(summary["labeled"])))
+        lab = summary["labeled"]
+        console.print(summary_table("prepare: labeled corpora", _labeled_rows(lab)))
+        # paths on their own lines: in an 80-column table they were cut to '/tmp/.../prepa…'
+        if "figure" in lab:
+            console.print(f"labeled utterances: {lab['figure']}", soft_wrap=True)
+        folder = str(lab.get("tokenizer", "")).partition(" in ")[2]
+        if folder:
+            console.print(f"tokenizer: {folder}", soft_wrap=True)
+        for message in lab.get("warnings", []):
+            warn(message)
     write_json_atomic(target / "report.json", summary)
     if len(rejected):
         kinds = rejected["reason"].astype(str).str.split(":", n=1).str[0].value_counts()
@@ -121,6 +130,10 @@ def _labeled_rows(labeled: dict[str, Any]) -> list[tuple[str, object]]:
     characters (what to add to the whitelist) are shown too, not only written to report.json."""
     rows: list[tuple[str, object]] = []
     for key, value in sorted(labeled.items()):
+        if key in ("figure", "warnings", "dev_test_chars_not_in_tokenizer"):
+            continue  # printed below the table (the characters in a warning)
+        if key == "tokenizer":
+            value = str(value).partition(" in ")[0]
         if isinstance(value, dict):
             value = ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
         elif isinstance(value, list):

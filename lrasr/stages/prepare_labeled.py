@@ -19,7 +19,7 @@ import pandas as pd
 from lrasr.data.ingest import Item, ingest_corpus, read_lines
 from lrasr.data.ingest_audio import check_all, flac_name, make_job
 from lrasr.data.manifest import RejectLog, relative_audio, write_manifest
-from lrasr.data.splits import SPLITS, SplitInput, assign_splits, split_stats
+from lrasr.data.splits import SPLITS, SplitInput, assign_splits, split_stats, split_warnings
 from lrasr.report import histograms_png, progress, warn
 from lrasr.text.normalize import Normalizer, describe_char
 from lrasr.text.tokenizer import train_tokenizer
@@ -178,7 +178,10 @@ def prepare_labeled(recipe, jobs: int = 1) -> tuple[dict[str, Any], RejectLog]:
         for key, value in stats[split].items():
             summary[f"{split}_{key}"] = value
     summary["speakers_in_two_splits"] = stats["shared_speakers"]
-    summary.update(_tokenizer(recipe, normalizer, rows, out / "tokenizer"))
+    tokenizer = _tokenizer(recipe, normalizer, rows, out / "tokenizer")
+    # shown after the summary table by run_prepare (printed now they would scroll away during VAD)
+    summary["warnings"] = split_warnings(rows, recipe.prepare.split) + tokenizer.pop("warnings", [])
+    summary.update(tokenizer)
     kept_rows = [r for v in rows.values() for r in v]
     if kept_rows:
         # characters per second shows transcripts that cannot belong to their audio (far too long/short)
@@ -200,7 +203,20 @@ def _tokenizer(recipe, normalizer: Normalizer, rows: dict[str, list[dict[str, An
     extra, skipped = _text_corpus_lines(recipe, normalizer) if use_corpus else ([], 0)
     tok = train_tokenizer(train_texts + extra, cfg, folder)
     unknown = sum(1 for split in ("dev", "test") for r in rows[split] if tok.unk_id in tok.encode(r["text"]))
-    return {"tokenizer": f"{cfg.type} ({len(tok.labels)} labels) in {folder}",
-            "tokenizer_text_corpus_lines": len(extra),
-            "tokenizer_text_corpus_lines_skipped": skipped,
-            "dev_test_utterances_with_unknown_tokens": unknown}
+    out = {"tokenizer": f"{cfg.type} ({len(tok.labels)} labels) in {folder}",
+           "tokenizer_text_corpus_lines": len(extra),
+           "tokenizer_text_corpus_lines_skipped": skipped,
+           "dev_test_utterances_with_unknown_tokens": unknown}
+    if cfg.type == "char":
+        # a character only dev/test use is one the model can never write: name it, not just count utterances
+        labels = set(tok.labels)
+        missing = Counter(ch for split in ("dev", "test") for r in rows[split] for ch in r["text"]
+                          if not ch.isspace() and ch not in labels)
+        out["dev_test_chars_not_in_tokenizer"] = [f"{describe_char(ch)} x{n}" for ch, n in missing.most_common()]
+        if missing:
+            named = ", ".join(describe_char(ch) for ch, _ in missing.most_common(TOP_CHARS))
+            out.setdefault("warnings", []).append(
+                f"the tokenizer (characters of the train transcripts) lacks {named}, used in {unknown} dev/test "
+                "utterance(s): the model cannot write them, so those utterances always count errors; train "
+                "utterances holding them fix that")
+    return out

@@ -1,0 +1,160 @@
+"""A Telugu team's first recipe: what they meet between `recipe validate` and `lrasr run`.
+
+Real Common Voice Telugu (119 clips, 3 speakers, MP3) read in place from ../shared/corpora; each test
+fails on the code before the fix it names (layout check ignoring `split:`, silent 1-3 speaker splits,
+unnamed missing tokenizer characters, an unused `speaker_id` column, a multi-line card error, the
+runner's 'not run yet' after `lrasr prepare`, an LM built from 104 transcripts without a word).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lrasr.errors import LrasrError, RecipeError
+from lrasr.recipe import Recipe, SplitConfig, load_recipe
+
+CV = "te_commonvoice_119"
+
+
+def _cv_recipe(tmp_path: Path, shared: Path, split: str = "other_original", extra: str = "") -> Path:
+    path = tmp_path / "te.yaml"
+    path.write_text(f"""\
+name: te-first
+language: te
+workdir: {tmp_path / 'work'}
+corpora:
+  labeled:
+    - card: commonvoice
+      format: commonvoice
+      path: {shared / CV}
+      split: {split}
+prepare:
+  split: {{dev: 0.1, test: 0.1, by: speaker}}
+{extra}""", encoding="utf-8")
+    return path
+
+
+def test_card_layout_checks_the_table_the_entry_reads(shared_corpora, tmp_path):
+    # the shared release folder has other_original.tsv and no validated.tsv: with split: other_original the
+    # card check used to demand validated.tsv anyway, and stopped `recipe validate` and `prepare` alike
+    recipe = load_recipe(_cv_recipe(tmp_path, shared_corpora))
+    assert recipe.corpora.labeled[0].split == "other_original"
+    with pytest.raises(RecipeError) as err:
+        load_recipe(_cv_recipe(tmp_path, shared_corpora, split="other"))
+    message = str(err.value)
+    assert "expected other.tsv under it" in message and "validated.tsv" not in message
+    assert "split: could be" in message and "other_original" in message and "\n" not in message
+
+
+def test_card_show_explains_the_split_placeholder():
+    from lrasr.corpora import load_card, render_card
+
+    text = render_card(load_card("commonvoice"))
+    assert "must contain: <split>.tsv (<split> = the entry's split:, default validated)" in text
+    assert "{split}" not in text
+
+
+def test_missing_commonvoice_table_names_only_real_split_tables(shared_corpora):
+    from lrasr.data.ingest_formats import read_commonvoice
+    from lrasr.data.manifest import RejectLog
+    from lrasr.recipe import LabeledCorpus
+
+    corpus = LabeledCorpus(format="commonvoice", path=shared_corpora / CV, split="validated")
+    with pytest.raises(LrasrError, match="no validated.tsv") as err:
+        read_commonvoice(corpus, RejectLog())
+    # clip_durations.tsv and transcripts.tsv have no path+sentence columns: not splits to offer
+    assert str(err.value).endswith("(set the corpus's split: to one of other_original)")
+
+
+def test_three_speaker_split_is_explained_and_missing_characters_named(shared_corpora, tmp_path, capsys):
+    from lrasr.stages.prepare import run_prepare
+
+    recipe = load_recipe(_cv_recipe(tmp_path, shared_corpora))
+    summary = run_prepare(recipe)["labeled"]
+    assert (summary["train_speakers"], summary["dev_speakers"], summary["test_speakers"]) == (1, 1, 1)
+    warnings = " ".join(summary["warnings"])
+    assert "only 3 speakers for a speaker-disjoint split (per split: train 1, dev 1, test 1)" in warnings
+    # 'ఓ' occurs only in a dev/test transcript: the train-text tokenizer lacks it, and now says which
+    assert summary["dev_test_chars_not_in_tokenizer"] == ["'ఓ' U+0C13 TELUGU LETTER OO x1"]
+    assert "lacks 'ఓ' U+0C13 TELUGU LETTER OO" in warnings
+    out = capsys.readouterr()
+    assert "only 3 speakers" in " ".join(out.err.split())  # shown, not only in report.json
+    # paths get their own lines instead of being cut off inside the 80-column table
+    assert f"tokenizer: {recipe.workdir / 'prepare' / 'tokenizer'}" in out.out
+    assert "prepa…" not in out.out and "labele…" not in out.out
+
+
+@pytest.mark.parametrize("speakers", [1, 2])
+def test_one_or_two_speakers_leave_dev_empty_and_say_why(shared_corpora, tmp_path, speakers):
+    from lrasr.stages.prepare_labeled import prepare_labeled
+
+    source = (shared_corpora / CV / "transcripts.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    table = tmp_path / "t.tsv"
+    table.write_text("path\tspeaker\ttext\n" + "".join(
+        f"{shared_corpora / CV / line.split(chr(9))[0]}\ts{i % speakers}\t{line.split(chr(9))[2]}\n"
+        for i, line in enumerate(source)), encoding="utf-8")
+    recipe = Recipe.model_validate({"name": "t", "language": "te", "workdir": str(tmp_path / "w"),
+                                    "corpora": {"labeled": [{"format": "tsv", "path": str(table)}]}})
+    summary, _ = prepare_labeled(recipe)
+    assert summary["dev_utterances"] == 0
+    warnings = summary["warnings"]
+    assert any(w.startswith("prepare.split.dev: 10% asked for, but dev is empty: the speaker-disjoint split keeps "
+                            f"each of the {speakers} speaker(s) whole") and "prepare.split.by: utterance" in w
+               for w in warnings)
+    if speakers == 2:  # one speaker became the test split: half the audio, not 10%
+        assert summary["test_speakers"] == 1
+        assert any(w.startswith("prepare.split.test: 5") and "(10% asked for)" in w for w in warnings)
+
+
+def test_split_warnings_leave_corpus_and_list_splits_alone():
+    from lrasr.data.splits import split_warnings
+
+    rows = {"train": [{"duration": 5.0, "speaker": "a", "split": None}],
+            "dev": [{"duration": 5.0, "speaker": "b", "split": "dev"}], "test": []}
+    assert split_warnings(rows, SplitConfig(dev=0.1, test=0.0)) == []  # the corpus gave dev; test not asked
+    many = {"train": [{"duration": 8.0, "speaker": f"s{i}"} for i in range(20)],
+            "dev": [{"duration": 1.0, "speaker": "d"}], "test": [{"duration": 1.0, "speaker": "t"}]}
+    assert split_warnings(many, SplitConfig(dev=0.01, test=0.01)) == []
+    assert split_warnings(many, SplitConfig(by="corpus")) == []
+
+
+def test_tsv_with_speaker_id_column_gets_named_in_the_warning(shared_corpora, tmp_path, capsys):
+    from lrasr.data.ingest_formats import read_table
+    from lrasr.data.manifest import RejectLog
+    from lrasr.recipe import LabeledCorpus
+
+    path = shared_corpora / CV / "transcripts.tsv"  # columns path, speaker_id, text
+    items = read_table(LabeledCorpus(format="tsv", path=path), RejectLog())
+    assert len(items) == 119 and all(it.speaker is None for it in items)  # not used unless named
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"{path}: no 'speaker' column, but 'speaker_id' looks like one: set the corpus's speaker_column: speaker_id" in err
+    items = read_table(LabeledCorpus(format="tsv", path=path, speaker_column="speaker_id"), RejectLog())
+    assert len({it.speaker for it in items}) == 3 and "looks like one" not in capsys.readouterr().err
+
+
+def test_broken_corpus_card_is_one_line_with_its_line_number(tmp_path, monkeypatch):
+    from lrasr.corpora import load_card
+
+    monkeypatch.setenv("LRASR_CARDS", str(tmp_path))
+    (tmp_path / "x.yaml").write_text("name: x\nsources:\n  layout: a folder: with a colon\n", encoding="utf-8")
+    with pytest.raises(LrasrError) as err:
+        load_card("x")
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith(f"{tmp_path / 'x.yaml'}:3: cannot read corpus card (mapping values")
+
+
+def test_run_after_prepare_says_why_prepare_reruns_and_what_the_lm_was_built_from(shared_corpora, tmp_path):
+    from lrasr import runner
+    from lrasr.stages.prepare import run_prepare
+
+    recipe = load_recipe(_cv_recipe(tmp_path, shared_corpora, extra="lm: {order: 2}\n"))
+    run_prepare(recipe)  # `lrasr prepare` alone leaves outputs but no record of a completed run
+    plan = {p.stage: p for p in runner.make_plan(recipe)}
+    assert plan["prepare"].action == "run"
+    assert "from `lrasr prepare`?" in plan["prepare"].reason and plan["prepare"].reason != "not run yet"
+    said: list[str] = []
+    runner.run_recipe(recipe, echo=said.append)
+    note = [s for s in said if s.startswith("lm: 2-gram from")]
+    assert note and "the train transcripts only (add corpora.text" in note[0], said
