@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from lrasr.cli import app
+from lrasr.data.manifest import read_manifest
 from lrasr.data.export import export_manifests, letters
 from lrasr.recipe import Recipe
 from lrasr.stages.prepare_labeled import prepare_labeled
@@ -62,8 +64,13 @@ def test_fairseq_roundtrip_keeps_every_utterance(tmp_path, labels):
     assert result.exit_code == 0, result.output
     assert read_fairseq(out, "train") == read_fairseq(src, "train")
     assert (out / "dev.tsv").read_text(encoding="utf-8").count("\n") == 1  # empty split: just the root line
-    symbols = [line.split()[0] for line in (out / "dict.ltr.txt").read_text(encoding="utf-8").splitlines()]
+    entries = [line.split() for line in (out / "dict.ltr.txt").read_text(encoding="utf-8").splitlines()]
+    symbols = [sym for sym, _ in entries]
     assert symbols[0] == "|" and set(symbols) == {c for *_, t in rows for c in t if c != " "} | {"|"}
+    # each symbol's count in the train letters, most frequent first
+    counts = Counter(sym for *_, t in rows for sym in letters(t).split())
+    assert {sym: int(n) for sym, n in entries} == counts
+    assert [int(n) for _, n in entries] == sorted(counts.values(), reverse=True)
 
 
 def test_nemo_export_and_back(tmp_path):
@@ -80,12 +87,26 @@ def test_nemo_export_and_back(tmp_path):
             for line in (tmp_path / "nemo" / f"{s}.json").read_text(encoding="utf-8").splitlines()]
     assert all(Path(o["audio_filepath"]).is_absolute() and o["duration"] > 0 for o in objs)
     assert all("speaker" not in o for o in objs)
-    # NeMo -> lrasr gives the same utterances back
+    # each line pairs the right audio file with its own transcript and duration
+    source = {(str((src / "audio" / rel).resolve()), samples / 16000, text) for rel, samples, text in rows}
+    assert {(o["audio_filepath"], round(o["duration"], 3), o["text"]) for o in objs} == source
+    # NeMo -> lrasr gives the same utterances back, each in the split it was exported from
+    # (assign_split per file)
     back = Recipe.model_validate({**base, "workdir": str(tmp_path / "work2"), "prepare": {"split": {"by": "corpus"}},
-                                  "corpora": {"labeled": [{"format": "nemo", "path": str(tmp_path / "nemo" / f"{s}.json")}
-                                                          for s in ("train", "dev", "test")]}})
+                                  "corpora": {"labeled": [{"format": "nemo", "path": str(tmp_path / "nemo" / f"{s}.json"),
+                                                           "assign_split": s} for s in ("train", "dev", "test")]}})
     second, rejects = prepare_labeled(back)
     assert second["utterances"] == len(rows) and len(rejects) == 0
+
+    def utterances(workdir: Path) -> set[tuple[str, str, str, float]]:
+        out = set()
+        for s in ("train", "dev", "test"):
+            frame = read_manifest(workdir / "prepare" / s / "manifest.tsv")
+            out |= {(s, str(Path(a).resolve()), t, round(float(d), 3))
+                    for a, t, d in zip(frame["audio"], frame["text"], frame["duration"])}
+        return out
+
+    assert utterances(tmp_path / "work2") == utterances(work) and len(utterances(work)) == len(rows)
 
 
 def test_export_errors(tmp_path):
