@@ -298,6 +298,8 @@ def _format_validation_error(err: ValidationError, source: Path | str) -> str:
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
         if e["type"] == "extra_forbidden" and loc and isinstance(loc[-1], str):
             msg += _did_you_mean(loc)
+        if e["type"] == "missing" and loc and isinstance(loc[-1], str):
+            msg = "required key missing" + _choices(loc)  # pydantic says 'Field required'
         lines.append(f"{source}: {_format_loc(loc)}: {msg}")
     return "\n".join(lines)
 
@@ -313,8 +315,8 @@ def _section_model(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _did_you_mean(loc: tuple[Any, ...]) -> str:
-    """" (did you mean X?)" for a misspelt key, from the fields of the section it sits in; else ""."""
+def _section_of(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The section model holding the key at ``loc`` (``corpora.labeled[0].format`` -> LabeledCorpus)."""
     model: type[BaseModel] | None = Recipe
     for part in loc[:-1]:
         if isinstance(part, int):
@@ -322,9 +324,23 @@ def _did_you_mean(loc: tuple[Any, ...]) -> str:
         field = model.model_fields.get(part) if model is not None else None
         model = _section_model(field.annotation) if field is not None else None
         if model is None:
-            return ""
-    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+            return None
+    return model
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    """" (did you mean X?)" for a misspelt key, from the fields of the section it sits in; else ""."""
+    model = _section_of(loc)
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6) if model else []
     return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _choices(loc: tuple[Any, ...]) -> str:
+    """": one of a, b, c" for a missing key whose values are a fixed list (a corpus's format); else ""."""
+    model = _section_of(loc)
+    field = model.model_fields.get(str(loc[-1])) if model else None
+    values = [a for a in get_args(field.annotation) if isinstance(a, str)] if field else []
+    return f": one of {', '.join(values)}" if values else ""
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:

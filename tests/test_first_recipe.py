@@ -158,3 +158,45 @@ def test_run_after_prepare_says_why_prepare_reruns_and_what_the_lm_was_built_fro
     runner.run_recipe(recipe, echo=said.append)
     note = [s for s in said if s.startswith("lm: 2-gram from")]
     assert note and "the train transcripts only (add corpora.text" in note[0], said
+
+
+def test_recipe_from_nothing_gets_the_missing_format_choices_and_the_language_code(tmp_path):
+    from lrasr.recipe_checks import semantic_problems
+
+    path = tmp_path / "r.yaml"
+    path.write_text("name: x\nlanguage: te\nworkdir: w\ncorpora:\n  labeled:\n    - path: t.tsv\n", encoding="utf-8")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(path, check_paths=False)
+    assert str(err.value) == (f"{path}: corpora.labeled[0].format: required key missing: one of tsv, csv, kaldi, "
+                              "commonvoice, fairseq, nemo, folder, parquet")  # was pydantic's 'Field required'
+    path.write_text("name: x\nlanguage: telugu\nworkdir: w\n", encoding="utf-8")
+    assert semantic_problems(load_recipe(path)) == ["language: 'telugu' is a language name: write its code, language: te"]
+
+
+def test_commonvoice_path_one_folder_too_deep_says_so(shared_corpora):
+    from lrasr.data.ingest_formats import read_commonvoice
+    from lrasr.data.manifest import RejectLog
+    from lrasr.recipe import LabeledCorpus
+
+    clips = shared_corpora / CV / "clips"
+    with pytest.raises(LrasrError, match=f"this is the clips folder: set the corpus's path to the release folder "
+                                         f"above it, {shared_corpora / CV}$"):
+        read_commonvoice(LabeledCorpus(format="commonvoice", path=clips, split="other_original"), RejectLog())
+
+
+def test_digits_and_english_words_rejected_with_what_to_do(shared_corpora, tmp_path):
+    from lrasr.stages.prepare_labeled import prepare_labeled
+
+    rows = (shared_corpora / CV / "transcripts.tsv").read_text(encoding="utf-8").splitlines()[1:13]
+    lines = []
+    for i, row in enumerate(rows):
+        clip, speaker, text = row.split("\t")
+        text += " 2023లో" if i % 3 == 0 else (" SBI bank" if i % 3 == 1 else "")
+        lines.append(f"{shared_corpora / CV / clip}\t{speaker}\t{text}\n")
+    (tmp_path / "t.tsv").write_text("path\tspeaker\ttext\n" + "".join(lines), encoding="utf-8")
+    recipe = Recipe.model_validate({"name": "t", "language": "te", "workdir": str(tmp_path / "w"),
+                                    "corpora": {"labeled": [{"format": "tsv", "path": str(tmp_path / "t.tsv")}]}})
+    summary, _ = prepare_labeled(recipe)
+    advice = summary["warnings"][0]
+    assert advice.startswith("8 of 12 utterances (67%) rejected for characters outside the telugu whitelist; digits:")
+    assert "prepare.text.digits: keep" in advice and "Latin letters (English words)" in advice

@@ -170,6 +170,9 @@ def read_commonvoice(corpus: LabeledCorpus, rejects: RejectLog) -> list[Item]:
     root = corpus.path
     table = root / f"{corpus.split or 'validated'}.tsv"
     if not table.is_file():
+        if root.name == "clips" and any(_is_cv_table(p) for p in root.parent.glob("*.tsv")):
+            raise LrasrError(f"this is the clips folder: set the corpus's path to the release folder above it, "
+                             f"{root.parent}", root)
         tables = [p.stem for p in sorted(root.glob("*.tsv")) if _is_cv_table(p)]
         raise LrasrError(f"no {table.name} in this Common Voice folder (set the corpus's split: to one of "
                          f"{', '.join(tables) or 'its tables with path and sentence columns'})", root)

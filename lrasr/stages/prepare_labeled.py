@@ -10,6 +10,7 @@ Every input row is either kept or rejected with a reason: the summary's ``input_
 
 from __future__ import annotations
 
+import unicodedata
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from lrasr.text.normalize import Normalizer, describe_char
 from lrasr.text.tokenizer import train_tokenizer
 
 TOP_CHARS = 20
+WHITELIST_REASON = "characters outside whitelist"
 TEXT_CORPUS_MAX_LINES = 2_000_000  # enough for a tokenizer; sentencepiece would sample anyway
 COLUMNS = ["id", "audio", "duration", "text", "raw_text", "speaker", "source", "line", "gender"]
 
@@ -53,12 +55,33 @@ def _normalize(items: list[Item], normalizer: Normalizer, rejects: RejectLog,
         if bad:
             bad_chars.update(ch for ch in norm if ch in bad)
             named = ", ".join(describe_char(ch) for ch in sorted(bad))
-            rejects.add(it.source, f"characters outside whitelist: {named}", line=it.line, id=it.id)
+            rejects.add(it.source, f"{WHITELIST_REASON}: {named}", line=it.line, id=it.id)
         elif not norm:
             rejects.add(it.source, "empty text after normalization", line=it.line, id=it.id)
         else:
             out.append((it, norm))
     return out
+
+
+def _whitelist_advice(bad_chars: Counter[str], rejected: int, total: int, normalizer: Normalizer) -> str | None:
+    """What to do about utterances rejected for characters outside the script: numbers and English words
+    in Latin letters are the usual cause in Indian-language transcripts, and each has its own remedy."""
+    if not rejected:
+        return None
+    digits = [ch for ch in bad_chars if unicodedata.category(ch) == "Nd"]
+    latin = [ch for ch in bad_chars if ch.isascii() and ch.isalpha()]
+    other = [ch for ch, _ in bad_chars.most_common() if ch not in digits and ch not in latin]
+    advice = []
+    if digits:
+        advice.append("digits: write numbers as words as spoken, or set prepare.text.digits: keep (digits become "
+                      "labels; drop deletes them, leaving the spoken number out of the transcript)")
+    if latin:
+        advice.append("Latin letters (English words): write them in the script, or add them to prepare.text.extra_chars")
+    if other:
+        advice.append(f"{', '.join(describe_char(ch) for ch in other[:5])}: add to prepare.text.extra_chars what "
+                      "the language really uses")
+    return (f"{rejected} of {total} utterances ({rejected / max(total, 1):.0%}) rejected for characters outside the "
+            f"{normalizer.script.name} whitelist; " + "; ".join(advice))
 
 
 def _check_audio(recipe, texted: list[tuple[Item, str]], jobs: int, rejects: RejectLog) -> list[dict[str, Any]]:
@@ -140,7 +163,9 @@ def prepare_labeled(recipe, jobs: int = 1) -> tuple[dict[str, Any], RejectLog]:
     input_rows = len(items) + len(rejects)
     normalizer = Normalizer(recipe.language, recipe.prepare.text)
     bad_chars: Counter[str] = Counter()
-    texted = _normalize(_unique(items, rejects), normalizer, rejects, bad_chars)
+    unique = _unique(items, rejects)
+    texted = _normalize(unique, normalizer, rejects, bad_chars)
+    advice = _whitelist_advice(bad_chars, rejects.counts().get(WHITELIST_REASON, 0), len(unique), normalizer)
     kept = _check_audio(recipe, texted, max(1, int(jobs or 1)), rejects)
 
     no_speaker = sum(1 for r in kept if not r["speaker"] and not r["split"])
@@ -180,7 +205,8 @@ def prepare_labeled(recipe, jobs: int = 1) -> tuple[dict[str, Any], RejectLog]:
     summary["speakers_in_two_splits"] = stats["shared_speakers"]
     tokenizer = _tokenizer(recipe, normalizer, rows, out / "tokenizer")
     # shown after the summary table by run_prepare (printed now they would scroll away during VAD)
-    summary["warnings"] = split_warnings(rows, recipe.prepare.split) + tokenizer.pop("warnings", [])
+    summary["warnings"] = ([advice] if advice else []) + split_warnings(rows, recipe.prepare.split) \
+        + tokenizer.pop("warnings", [])
     summary.update(tokenizer)
     kept_rows = [r for v in rows.values() for r in v]
     if kept_rows:

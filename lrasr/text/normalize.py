@@ -67,6 +67,14 @@ LANGUAGE_SCRIPTS: dict[str, str] = {
                                   "tr", "pl", "ro", "ha", "yo", "ig", "so", "eu", "ca", "cy", "ga")},
 }
 
+# English names of the languages above, for a recipe that writes `language: telugu` instead of the code.
+LANGUAGE_NAMES: dict[str, str] = {
+    "hindi": "hi", "marathi": "mr", "nepali": "ne", "sanskrit": "sa", "konkani": "kok", "maithili": "mai",
+    "bhojpuri": "bho", "magahi": "mag", "chhattisgarhi": "hne", "dogri": "doi", "bodo": "brx", "bengali": "bn",
+    "bangla": "bn", "assamese": "as", "manipuri": "mni", "punjabi": "pa", "gujarati": "gu", "odia": "or",
+    "oriya": "or", "tamil": "ta", "telugu": "te", "kannada": "kn", "malayalam": "ml", "english": "en",
+}
+
 # Malayalam chillu letters written the pre-Unicode-5.1 way: consonant + virama + ZWJ.
 _CHILLUS = {"\u0d23": "\u0d7a", "\u0d28": "\u0d7b", "\u0d30": "\u0d7c", "\u0d32": "\u0d7d", "\u0d33": "\u0d7e",
             "\u0d15": "\u0d7f"}
@@ -98,6 +106,9 @@ def script_for(language: str, cfg: TextConfig) -> Script:
         known = ", ".join(sorted(SCRIPTS))
         if cfg.script:
             raise LrasrError(f"prepare.text.script: unknown script {cfg.script!r} (known: {known})")
+        code = LANGUAGE_NAMES.get(language.lower())
+        if code:  # a name, not a code: the code also names the model, LM and reports
+            raise LrasrError(f"'{language}' is a language name: write its code, language: {code}")
         raise LrasrError(f"no default script for language {language!r}; set prepare.text.script to one of: {known}")
     return SCRIPTS[name]
 
