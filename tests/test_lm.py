@@ -64,6 +64,7 @@ def test_lm_on_real_transcripts_beats_unigram(shared_corpora, tmp_path, corpus, 
     result = build_lm(train, tmp_path / "lm", order=3, normalizer=normalizer, language=language)
     out = tmp_path / "lm"
     assert {p.name for p in out.iterdir()} >= {"lm.bin", "lm.arpa", "unigrams.txt", "lm.json"}
+    assert kenlm.Model(str(out / "lm.bin")).order == 3  # the order asked for, not lmplz's default
     assert result.stats.sentences > 0.8 * len(train)
     assert "</s>" in arpa_unigrams(out / "lm.arpa")
     unigrams = (out / "unigrams.txt").read_text(encoding="utf-8").split()
@@ -175,7 +176,28 @@ def test_run_lm_stage_uses_text_corpora_and_train_transcripts(tmp_path):
                                     "corpora": {"text": [{"path": str(text)}]}, "lm": {"order": 2}})
     write_manifest([{"id": "u1", "audio": "a.wav", "duration": 1.0, "text": "ആന വീഴും"}],
                    recipe.workdir / "prepare" / "train" / "manifest.tsv")
+    # weights tuned for an earlier LM do not survive a rebuild
+    (recipe.workdir / "lm").mkdir(parents=True)
+    (recipe.workdir / "lm" / "tuned.json").write_text('{"alpha": 0.5, "beta": 1.0}', encoding="utf-8")
     summary = run_lm(recipe)
     assert summary["sentences"] == 3 and summary["order"] == 2
+    assert not (recipe.workdir / "lm" / "tuned.json").exists()
     words = set((recipe.workdir / "lm" / "unigrams.txt").read_text(encoding="utf-8").split())
     assert {"അത്തം", "ആന", "വീഴും"} <= words
+    assert kenlm.Model(str(recipe.workdir / "lm" / "lm.bin")).order == 2  # lm.order reached lmplz
+    # lm.prune reaches lmplz: every bigram here is seen once, so a threshold of 1 drops them
+    bigrams = _ngram_counts(recipe.workdir / "lm" / "lm.arpa")[2]
+    pruned = run_lm(recipe.model_copy(update={"lm": recipe.lm.model_copy(update={"prune": [0, 1]})}))
+    assert pruned["order"] == 2 and _ngram_counts(recipe.workdir / "lm" / "lm.arpa")[2] < bigrams
+
+
+def _ngram_counts(arpa: Path) -> dict[int, int]:
+    """The ``ngram N=count`` lines of an ARPA header."""
+    counts = {}
+    for line in arpa.read_text(encoding="utf-8").splitlines():
+        if line.startswith("ngram "):
+            order, count = line[6:].split("=")
+            counts[int(order)] = int(count)
+        elif line.startswith("\\1-grams"):
+            break
+    return counts
