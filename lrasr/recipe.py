@@ -376,6 +376,10 @@ def missing_paths(recipe: Recipe) -> list[str]:
         for i, entry in enumerate(getattr(recipe.corpora, kind)):
             if not entry.path.exists():
                 problems.append(f"corpora.{kind}[{i}].path: {entry.path} does not exist")
+    for stage in ("pretrain", "finetune"):  # a checkpoint to start from: missing, it fails only when the stage starts
+        value = getattr(getattr(recipe, stage), "init_from", None)
+        if value is not None and str(value) not in ("pretrain", "none") and not Path(str(value)).exists():
+            problems.append(f"{stage}.init_from: {value} does not exist")
     return problems
 
 

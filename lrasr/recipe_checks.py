@@ -25,4 +25,12 @@ def semantic_problems(recipe) -> list[str]:
         Normalizer(recipe.language, recipe.prepare.text)
     except LrasrError as exc:
         problems.append(f"language: {exc}")
+    if recipe.finetune is not None and recipe.finetune.init_from == "pretrain" and recipe.pretrain is None:
+        problems.append("finetune.init_from: 'pretrain', but the recipe has no pretrain section; add one, or set "
+                        "init_from to a checkpoint or 'none'")
+    pre = recipe.pretrain
+    if pre is not None and not recipe.corpora.unlabeled and not pre.include_labeled:
+        # found here, not after prepare has run
+        problems.append("pretrain: no corpora.unlabeled recordings to pretrain on; add them, set "
+                        "pretrain.include_labeled: true (pretrain on the labeled audio), or remove the pretrain section")
     return problems

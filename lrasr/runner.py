@@ -247,6 +247,22 @@ def _never_run(recipe: Recipe, stage: str) -> str:
     return "not run yet"
 
 
+def _check_eval_split(recipe: Recipe) -> None:
+    """``LrasrError`` when prepare left the split evaluate scores empty (one or two speakers and a
+    speaker-disjoint split, ``test: 0``): evaluate would fail only after pretraining and fine-tuning."""
+    split = recipe.evaluate.split
+    manifest = recipe.stage_dir("prepare") / split / "manifest.tsv"
+    try:
+        with manifest.open(encoding="utf-8") as handle:
+            empty = sum(1 for line in handle if line.strip()) <= 1  # the header alone
+    except OSError:
+        return  # not prepared: the stage that needs it says so
+    if empty:
+        raise LrasrError(f"prepare left the {split} split empty, so evaluate would fail after training (prepare's "
+                         f"warnings say why); set prepare.split.{split} or prepare.split.by: utterance, or evaluate."
+                         f"split, then run again; or stop before evaluate with --to finetune", manifest)
+
+
 def stage_note(recipe: Recipe, stage: str, summary: Any) -> str | None:
     """One line on what a stage made when its own output says little (the lm stage prints nothing)."""
     if stage != "lm" or not isinstance(summary, dict) or "sentences" not in summary:
@@ -347,9 +363,13 @@ def run_recipe(recipe: Recipe, from_stage: str | None = None, to_stage: str | No
                force: Sequence[str] = (), device: str | None = None, jobs: int | None = None,
                echo: Callable[[str], None] = print) -> RunOutcome:
     """Run the recipe's stages that are out of date, in order; returns what ran and was skipped."""
+    from lrasr.recipe_checks import semantic_problems
     from lrasr.runinfo import finish_results, write_run_json
 
     stages = check_range(recipe, from_stage, to_stage, force)
+    problems = semantic_problems(recipe)  # what `recipe validate` finds, before hours of prepare
+    if problems:
+        raise LrasrError("; ".join(problems), recipe.source)
     recipe.workdir.mkdir(parents=True, exist_ok=True)
     cache = HashCache(recipe.workdir / ".cache" / "file_hashes.json")
     stamps = {s: read_stamp(recipe, s) for s in stages}
@@ -366,6 +386,8 @@ def run_recipe(recipe: Recipe, from_stage: str | None = None, to_stage: str | No
     info = write_run_json(recipe, stages, {"from": from_stage, "to": to_stage, "force": list(force)}, device)
     ran, skipped, seconds, plans = [], [], {}, []
     for stage in stages[lo:hi + 1]:
+        if stage != "prepare" and "evaluate" in stages[lo:hi + 1]:
+            _check_eval_split(recipe)  # before hours of training, not when evaluate finally starts
         plan = decide(recipe, stage, stamps, cache, stage in force or "all" in force, set())
         cache.save()
         plans.append(plan)

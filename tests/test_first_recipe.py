@@ -200,3 +200,42 @@ def test_digits_and_english_words_rejected_with_what_to_do(shared_corpora, tmp_p
     advice = summary["warnings"][0]
     assert advice.startswith("8 of 12 utterances (67%) rejected for characters outside the telugu whitelist; digits:")
     assert "prepare.text.digits: keep" in advice and "Latin letters (English words)" in advice
+
+
+def test_stage_that_cannot_work_is_refused_before_prepare(tmp_path):
+    from lrasr import runner
+    from lrasr.recipe_checks import semantic_problems
+
+    path = tmp_path / "r.yaml"
+    base = f"name: x\nlanguage: te\nworkdir: {tmp_path / 'w'}\n"
+    path.write_text(base + "pretrain: {max_steps: 2}\nfinetune: {init_from: pretrain}\n", encoding="utf-8")
+    recipe = load_recipe(path)
+    assert semantic_problems(recipe) == [
+        "pretrain: no corpora.unlabeled recordings to pretrain on; add them, set pretrain.include_labeled: true "
+        "(pretrain on the labeled audio), or remove the pretrain section"]
+    with pytest.raises(LrasrError, match="no corpora.unlabeled recordings to pretrain on"):
+        runner.run_recipe(recipe, echo=lambda _: None)  # `lrasr run` used to start prepare first
+    assert not (tmp_path / "w" / "prepare").exists()
+    path.write_text(base + "finetune: {init_from: pretrain}\n", encoding="utf-8")
+    assert semantic_problems(load_recipe(path)) == [
+        "finetune.init_from: 'pretrain', but the recipe has no pretrain section; add one, or set init_from to a "
+        "checkpoint or 'none'"]
+    path.write_text(base + f"finetune: {{init_from: {tmp_path / 'xlsr'}}}\n", encoding="utf-8")
+    with pytest.raises(RecipeError, match=f"finetune.init_from: {tmp_path / 'xlsr'} does not exist"):
+        load_recipe(path)
+
+
+def test_run_stops_after_prepare_when_the_evaluated_split_is_empty(shared_corpora, tmp_path):
+    from lrasr import runner
+
+    source = (shared_corpora / CV / "transcripts.tsv").read_text(encoding="utf-8").splitlines()[1:21]
+    (tmp_path / "t.tsv").write_text("path\tspeaker\ttext\n" + "".join(
+        f"{shared_corpora / CV / line.split(chr(9))[0]}\tonly\t{line.split(chr(9))[2]}\n" for line in source),
+        encoding="utf-8")
+    path = tmp_path / "r.yaml"
+    path.write_text(f"name: x\nlanguage: te\nworkdir: {tmp_path / 'w'}\ncorpora:\n  labeled:\n"
+                    f"    - {{format: tsv, path: {tmp_path / 't.tsv'}}}\nfinetune: {{max_steps: 1}}\n", encoding="utf-8")
+    said: list[str] = []
+    with pytest.raises(LrasrError, match="prepare left the test split empty, so evaluate would fail after training"):
+        runner.run_recipe(load_recipe(path), echo=said.append)
+    assert said[-1].startswith("prepare: done") and not (tmp_path / "w" / "finetune").exists()
