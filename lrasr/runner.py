@@ -28,6 +28,7 @@ from lrasr.errors import LrasrError
 from lrasr.fingerprint import MISSING, HashCache, changed_parts, combine, json_digest, select, strip_non_result
 from lrasr.io import write_json_atomic
 from lrasr.recipe import STAGES, Recipe, recipe_to_dict
+from lrasr.runner_notes import check_eval_split, never_run_reason, stage_note
 
 # stage -> (module, function), imported only when the stage runs. Tests replace entries with callables.
 STAGE_REGISTRY: dict[str, tuple[str, str] | Callable[..., Any]] = {
@@ -230,48 +231,11 @@ def decide(recipe: Recipe, stage: str, stamps: dict[str, dict[str, Any] | None],
         return StagePlan(stage, "run", "forced (--force)", False, parts)
     if stamp is None:
         reason = "interrupted earlier: resuming" if resume else (
-            "interrupted earlier with other inputs: starting over" if running else _never_run(recipe, stage))
+            "interrupted earlier with other inputs: starting over" if running else never_run_reason(recipe, stage, (STAMP, RUNNING)))
         return StagePlan(stage, "run", reason, resume, parts)
     if stamp["fingerprint"] == digest:
         return StagePlan(stage, "skip", "up to date", False, parts)
     return StagePlan(stage, "run", describe_change(changed_parts(stamp.get("parts", {}), parts)), False, parts)
-
-
-def _never_run(recipe: Recipe, stage: str) -> str:
-    """Why a stage without a stamp runs: outputs left by the stage's own command (`lrasr prepare`) carry
-    no fingerprint, so `lrasr run` cannot know what they were made from and makes them again."""
-    folder = recipe.stage_dir(stage)
-    if folder.is_dir() and any(p.name not in (STAMP, RUNNING) for p in folder.iterdir()):
-        return (f"no completed `lrasr run` of it recorded; the outputs in {folder} (from `lrasr {stage}`?) "
-                "are made again")
-    return "not run yet"
-
-
-def _check_eval_split(recipe: Recipe) -> None:
-    """``LrasrError`` when prepare left the split evaluate scores empty (one or two speakers and a
-    speaker-disjoint split, ``test: 0``): evaluate would fail only after pretraining and fine-tuning."""
-    split = recipe.evaluate.split
-    manifest = recipe.stage_dir("prepare") / split / "manifest.tsv"
-    try:
-        with manifest.open(encoding="utf-8") as handle:
-            empty = sum(1 for line in handle if line.strip()) <= 1  # the header alone
-    except OSError:
-        return  # not prepared: the stage that needs it says so
-    if empty:
-        raise LrasrError(f"prepare left the {split} split empty, so evaluate would fail after training (prepare's "
-                         f"warnings say why); set prepare.split.{split} or prepare.split.by: utterance, or evaluate."
-                         f"split, then run again; or stop before evaluate with --to finetune", manifest)
-
-
-def stage_note(recipe: Recipe, stage: str, summary: Any) -> str | None:
-    """One line on what a stage made when its own output says little (the lm stage prints nothing)."""
-    if stage != "lm" or not isinstance(summary, dict) or "sentences" not in summary:
-        return None
-    texts = [str(c.path) for c in recipe.corpora.text]
-    what = ", ".join(texts) + (" and the train transcripts" if recipe.lm and recipe.lm.include_train_text else "") \
-        if texts else "the train transcripts only (add corpora.text, sentences of the language, for a useful LM)"
-    return (f"lm: {summary.get('order')}-gram from {summary['sentences']:,} sentences "
-            f"({summary.get('unigrams', 0):,} distinct words): {what}")
 
 
 def make_plan(recipe: Recipe, from_stage: str | None = None, to_stage: str | None = None,
@@ -387,7 +351,7 @@ def run_recipe(recipe: Recipe, from_stage: str | None = None, to_stage: str | No
     ran, skipped, seconds, plans = [], [], {}, []
     for stage in stages[lo:hi + 1]:
         if stage != "prepare" and "evaluate" in stages[lo:hi + 1]:
-            _check_eval_split(recipe)  # before hours of training, not when evaluate finally starts
+            check_eval_split(recipe)  # before hours of training, not when evaluate finally starts
         plan = decide(recipe, stage, stamps, cache, stage in force or "all" in force, set())
         cache.save()
         plans.append(plan)

@@ -1,0 +1,48 @@
+"""What `lrasr run` tells a user besides running stages: why a stage made by its own command runs again,
+what the LM was built from, and an evaluate split that prepare left empty (found before training)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lrasr.errors import LrasrError
+from lrasr.recipe import Recipe
+
+
+def never_run_reason(recipe: Recipe, stage: str, markers: tuple[str, ...]) -> str:
+    """Why a stage without a stamp runs: outputs left by the stage's own command (`lrasr prepare`) carry
+    no fingerprint, so `lrasr run` cannot know what they were made from and makes them again."""
+    folder = recipe.stage_dir(stage)
+    if folder.is_dir() and any(p.name not in markers for p in folder.iterdir()):
+        return (f"no completed `lrasr run` of it recorded; the outputs in {folder} (from `lrasr {stage}`?) "
+                "are made again")
+    return "not run yet"
+
+
+def check_eval_split(recipe: Recipe) -> None:
+    """``LrasrError`` when prepare left the split evaluate scores empty (one or two speakers and a
+    speaker-disjoint split, ``test: 0``): evaluate would fail only after pretraining and fine-tuning."""
+    split = recipe.evaluate.split
+    manifest = recipe.stage_dir("prepare") / split / "manifest.tsv"
+    try:
+        with manifest.open(encoding="utf-8") as handle:
+            empty = sum(1 for line in handle if line.strip()) <= 1  # the header alone
+    except OSError:
+        return  # not prepared: the stage that needs it says so
+    if empty:
+        raise LrasrError(f"prepare left the {split} split empty, so evaluate would fail after training (prepare's "
+                         f"warnings say why); set prepare.split.{split} or prepare.split.by: utterance, or evaluate."
+                         f"split, then run again; or stop before evaluate with --to finetune", manifest)
+
+
+def stage_note(recipe: Recipe, stage: str, summary: Any) -> str | None:
+    """One line on what a stage made when its own output says little (the lm stage prints nothing)."""
+    if stage != "lm" or not isinstance(summary, dict) or "sentences" not in summary:
+        return None
+    if recipe.corpora.text:
+        with_train = recipe.lm is None or recipe.lm.include_train_text
+        what = ", ".join(str(c.path) for c in recipe.corpora.text) + (" and the train transcripts" if with_train else "")
+    else:
+        what = "the train transcripts only (add corpora.text, sentences of the language, for a useful LM)"
+    return (f"lm: {summary.get('order')}-gram from {summary['sentences']:,} sentences "
+            f"({summary.get('unigrams', 0):,} distinct words): {what}")
