@@ -239,3 +239,20 @@ def test_run_stops_after_prepare_when_the_evaluated_split_is_empty(shared_corpor
     with pytest.raises(LrasrError, match="prepare left the test split empty, so evaluate would fail after training"):
         runner.run_recipe(load_recipe(path), echo=said.append)
     assert said[-1].startswith("prepare: done") and not (tmp_path / "w" / "finetune").exists()
+
+
+def test_the_first_recipe_in_recipes_readme_validates(shared_corpora, tmp_path):
+    from lrasr.recipe_checks import semantic_problems
+
+    readme = (Path(__file__).resolve().parents[1] / "recipes" / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Your first recipe", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "te-first.yaml"
+    path.write_text(block, encoding="utf-8")
+    recipe = load_recipe(path, check_paths=False)
+    assert recipe.stages() == ["prepare", "pretrain", "finetune", "lm", "evaluate"] and not semantic_problems(recipe)
+    # pointed at real data (the shared release keeps its 'other' table as other_original.tsv), paths and card pass
+    path.write_text(block.replace("/data/te/recordings", str(shared_corpora / "multi_respin_samples" / "audio" / "te"))
+                    .replace("/data/cv-corpus/te", str(shared_corpora / CV))
+                    .replace("split: validated", "split: other_original"), encoding="utf-8")
+    assert load_recipe(path).corpora.labeled[0].path == shared_corpora / CV
