@@ -256,3 +256,14 @@ def test_the_first_recipe_in_recipes_readme_validates(shared_corpora, tmp_path):
                     .replace("/data/cv-corpus/te", str(shared_corpora / CV))
                     .replace("split: validated", "split: other_original"), encoding="utf-8")
     assert load_recipe(path).corpora.labeled[0].path == shared_corpora / CV
+
+
+def test_speaker_counts_not_claimed_when_some_utterances_have_no_speaker():
+    from lrasr.data.splits import split_warnings
+
+    rows = {"train": [{"duration": 5.0, "speaker": "a"}] + [{"duration": 5.0, "speaker": ""} for _ in range(30)],
+            "dev": [{"duration": 5.0, "speaker": ""} for _ in range(3)],
+            "test": [{"duration": 5.0, "speaker": "b"}] + [{"duration": 5.0, "speaker": ""} for _ in range(2)]}
+    assert split_warnings(rows, SplitConfig()) == []
+    known = {"train": rows["train"][:1], "dev": [], "test": rows["test"][:1]}  # speakers a and b only
+    assert any(w.startswith("only 2 speakers") for w in split_warnings(known, SplitConfig()))

@@ -159,7 +159,8 @@ def split_warnings(rows: dict[str, list[dict]], cfg: SplitConfig) -> list[str]:
     total = sum(seconds.values())
     speakers = {s: {r["speaker"] for r in pool[s] if r.get("speaker")} for s in SPLITS}
     n_speakers = len(set().union(*speakers.values()))
-    by_speaker = cfg.by == "speaker" and n_speakers > 0
+    # utterances without a speaker are groups of their own: the speaker counts would then mislead
+    by_speaker = cfg.by == "speaker" and n_speakers > 0 and all(r.get("speaker") for v in pool.values() for r in v)
     out = []
     for split in ("dev", "test"):
         asked = getattr(cfg, split)
