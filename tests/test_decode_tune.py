@@ -39,11 +39,51 @@ def test_tune_prefers_the_lm_when_it_fixes_errors(ml_setup):
     assert result.alpha > 0.0  # with alpha = 0 the LM cannot help
     assert result.dev_lm["wer"] == min(g["wer"] for g in result.grid)
     assert result.table_rows()[0][0] == "greedy" and result.dev_lm["utterances"] == 8
+    # each grid point is what a decoder built with those weights gives (the per-call weights reach
+    # the search; beta changes nothing on these peaked log-probs: the stand-in test below covers it)
+    from lrasr.decode.tune import beam_texts, score_texts
+
+    for point in result.grid:
+        with BeamDecoder(tok, lm, alpha=point["alpha"], beta=point["beta"], beam_width=30) as fixed:
+            own = score_texts(cached, beam_texts(cached, fixed))
+        assert (point["wer"], point["cer"]) == pytest.approx((own.wer, own.cer)), point
     # the two chunks of utterance 0 are merged back into one text, as the unsplit utterance decodes
     from lrasr.decode.tune import greedy_texts
 
     assert greedy_texts(cached, tok)[0] == greedy_texts(
         SplitLogits(["u0"], [cases[0][0]], ["s"], [[(0.0, first)]]), tok)[0]
+
+
+def test_tune_picks_lowest_wer_then_cer_then_smallest_weights():
+    """The selection rule on a grid with ties: lowest WER; among those the lowest CER; among those the
+    smallest |alpha| + |beta|. (A stand-in decoder gives each grid point a fixed transcript; the real
+    decoder's grid is checked above.)"""
+    import numpy as np
+
+    from lrasr.decode.types import Hypothesis
+    from lrasr.text.tokenizer import CharTokenizer
+
+    ref = "a b c d"
+    by_weights = {(1.0, 0.0): "a b c dd",  # WER 1/4, CER 1/7 -- tied with (0.5, 0), larger weights
+                  (1.0, 1.0): "a b", (0.5, 0.0): "a b c dd", (0.5, 1.0): "x y c d",
+                  (0.0, 0.0): "a b c",  # WER 1/4 with the smallest weights, but CER 2/7
+                  (0.0, 1.0): ""}
+
+    class StandIn:
+        def decode_batch(self, logps, alpha=None, beta=None):
+            return [Hypothesis(by_weights[(alpha, beta)]) for _ in logps]
+
+    tok = CharTokenizer.from_texts([ref])
+    lp = np.full((4, len(tok.labels)), -5.0, np.float32)
+    lp[np.arange(4), [tok.labels.index(c) for c in "a|bb"]] = 0.0  # greedy: "a b"
+    cached = SplitLogits(["u0"], [ref], ["s"], [[(0.0, lp)]])
+    result = tune(cached, tok, StandIn(), alphas=[1.0, 0.5, 0.0], betas=[0.0, 1.0])
+    assert (result.alpha, result.beta) == (0.5, 0.0)
+    assert result.dev_lm == {"wer": 0.25, "cer": pytest.approx(1 / 7), "utterances": 1}
+    assert result.dev_greedy["wer"] == 0.5
+    # every grid point scored with its own transcript (both weights reach the decoder)
+    assert [(g["alpha"], g["beta"], g["wer"]) for g in result.grid] == [
+        (1.0, 0.0, 0.25), (1.0, 1.0, 0.5), (0.5, 0.0, 0.25), (0.5, 1.0, 0.5), (0.0, 0.0, 0.25), (0.0, 1.0, 1.0)]
 
 
 def _write_split(workdir: Path, split: str, rows: list[tuple[Path, str]]) -> None:
@@ -55,6 +95,8 @@ def _write_split(workdir: Path, split: str, rows: list[tuple[Path, str]]) -> Non
 
 @pytest.mark.shared
 def test_run_evaluate_writes_results_and_tunes_first(shared_corpora, tmp_path):
+    from lrasr.audio.decode import load
+    from lrasr.data.manifest import read_manifest
     from lrasr.decode.lm import build_lm
     from lrasr.recipe import Recipe, TextConfig
     from lrasr.stages.evaluate import run_evaluate
@@ -86,6 +128,28 @@ def test_run_evaluate_writes_results_and_tunes_first(shared_corpora, tmp_path):
     utts = (work / "evaluate" / "lm" / "utterances.tsv").read_text(encoding="utf-8").splitlines()
     assert len(utts) == 7 and utts[0].startswith("id\t")
     assert (work / "evaluate" / "greedy" / "summary.json").is_file()
+    # the numbers are those of the test split decoded each way, recomputed here from the model and
+    # LM folders (the clips are shorter than one chunk): greedy, then beam + LM at the tuned weights
+    from lrasr.decode.acoustic import AcousticModel
+    from lrasr.decode.greedy import greedy_decode
+    from lrasr.evaluate import score
+
+    acoustic = AcousticModel(work / "finetune" / "model", device="cpu")
+    logps = acoustic.log_probs([load(p) for p, _ in rows[4:9]])
+    refs = [t for _, t in rows[4:9]] + ["ഒന്ന്"]
+    own_greedy = [greedy_decode(lp, acoustic.tokenizer) for lp in logps] + [""]
+    with BeamDecoder(acoustic.tokenizer, work / "lm", alpha=tuned["alpha"], beta=tuned["beta"],
+                     beam_width=8) as decoder:
+        own_lm = [decoder.decode(lp).text for lp in logps] + [""]
+    assert own_lm != own_greedy  # the LM changes some transcript: the two results can be told apart
+    for key, hyps in (("greedy", own_greedy), ("lm", own_lm)):
+        expected = score(refs, hyps, normalizer)
+        assert (results[key]["wer"], results[key]["cer"]) == pytest.approx((expected.wer, expected.cer)), key
+        listed = read_manifest(work / "evaluate" / key / "utterances.tsv", required=("hypothesis",))
+        assert list(listed["hypothesis"].fillna("")) == [r.hypothesis for r in expected.rows], key
+    # dev metrics are the tuning's, each under its own name
+    assert (results["dev_greedy"], results["dev_lm"]) == (tuned["dev_greedy"], tuned["dev_lm"])
+    assert results["dev_lm"]["wer"] == min(g["wer"] for g in tuned["grid"])
     # `lrasr lm tune RECIPE` re-tunes from the recipe file and prints the greedy-vs-LM table
     import yaml
     from typer.testing import CliRunner
@@ -119,6 +183,12 @@ def test_run_evaluate_writes_results_and_tunes_first(shared_corpora, tmp_path):
     run_evaluate(recipe, device="cpu")
     assert tuned_file.stat().st_mtime_ns != before
     assert len(json.loads(tuned_file.read_text(encoding="utf-8"))["grid"]) == 4
+    # ... or the LM, or the dev split (each alone)
+    for changed in (work / "lm" / "lm.bin", work / "prepare" / "dev" / "manifest.tsv"):
+        before = tuned_file.stat().st_mtime_ns
+        os.utime(changed, ns=(changed.stat().st_atime_ns, changed.stat().st_mtime_ns + 10**9))
+        run_evaluate(recipe, device="cpu")
+        assert tuned_file.stat().st_mtime_ns != before, changed
 
 
 def test_run_evaluate_without_prepare_says_what_to_do(tmp_path):
