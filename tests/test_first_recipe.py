@@ -267,3 +267,18 @@ def test_speaker_counts_not_claimed_when_some_utterances_have_no_speaker():
     assert split_warnings(rows, SplitConfig()) == []
     known = {"train": rows["train"][:1], "dev": [], "test": rows["test"][:1]}  # speakers a and b only
     assert any(w.startswith("only 2 speakers") for w in split_warnings(known, SplitConfig()))
+
+
+def test_table_whose_audio_paths_start_elsewhere_gets_one_line_saying_so(tmp_path):
+    from lrasr.stages.prepare_labeled import prepare_labeled
+
+    (tmp_path / "t.tsv").write_text("path\ttext\n" + "".join(f"clips/c{i}.mp3\tనీరు ప్రవహించింది\n" for i in range(4)),
+                                    encoding="utf-8")
+    recipe = Recipe.model_validate({"name": "t", "language": "te", "workdir": str(tmp_path / "w"),
+                                    "corpora": {"labeled": [{"format": "tsv", "path": str(tmp_path / "t.tsv")}]}})
+    summary, rejects = prepare_labeled(recipe)
+    assert len(rejects) == 4 and summary["utterances"] == 0
+    assert summary["warnings"][0] == (
+        f"4 of 4 audio files not found (first: {tmp_path / 'clips' / 'c0.mp3'}): relative audio paths are read "
+        f"from the folder of the table naming them ({tmp_path}); write absolute paths or keep the table where the "
+        "paths start")

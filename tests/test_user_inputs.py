@@ -133,7 +133,9 @@ def test_recipe_validate_catches_what_only_a_later_stage_used_to_find(tmp_path):
     assert "finetune.model:" in out and "dropot" in out
     assert "language: no default script for language 'xx'" in out
     good = tmp_path / "g.yaml"
-    good.write_text("name: g\nlanguage: ml\nworkdir: w\npretrain: {model: tiny}\n", encoding="utf-8")
+    # (a pretrain section needs audio to pretrain on: unlabeled recordings or include_labeled)
+    good.write_text("name: g\nlanguage: ml\nworkdir: w\npretrain: {model: tiny, include_labeled: true}\n",
+                    encoding="utf-8")
     res = CliRunner().invoke(app, ["recipe", "validate", str(good)])
     assert res.exit_code == 0 and "ok" in res.output
 

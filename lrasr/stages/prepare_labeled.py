@@ -84,6 +84,18 @@ def _whitelist_advice(bad_chars: Counter[str], rejected: int, total: int, normal
             f"{normalizer.script.name} whitelist; " + "; ".join(advice))
 
 
+def _missing_audio_advice(texted: list[tuple[Item, str]], rows: list[dict[str, object]]) -> str | None:
+    """When most audio the corpora name is missing, the paths usually start from another folder than the
+    table's (where relative paths are read from): one line saying so, not only a row per file."""
+    missing = [r for r in rows if str(r["reason"]).startswith("missing audio: ")]
+    if not texted or len(missing) * 2 < len(texted):
+        return None
+    first = str(missing[0]["reason"]).removeprefix("missing audio: ").removesuffix(" not found")
+    return (f"{len(missing)} of {len(texted)} audio files not found (first: {first}): relative audio paths are "
+            f"read from the folder of the table naming them ({Path(str(missing[0]['source'])).parent}); write "
+            "absolute paths or keep the table where the paths start")
+
+
 def _check_audio(recipe, texted: list[tuple[Item, str]], jobs: int, rejects: RejectLog) -> list[dict[str, Any]]:
     flac_dir = recipe.workdir / "prepare" / "labeled_audio"
     to_flac = recipe.prepare.labeled_audio == "flac"
@@ -166,7 +178,9 @@ def prepare_labeled(recipe, jobs: int = 1) -> tuple[dict[str, Any], RejectLog]:
     unique = _unique(items, rejects)
     texted = _normalize(unique, normalizer, rejects, bad_chars)
     advice = _whitelist_advice(bad_chars, rejects.counts().get(WHITELIST_REASON, 0), len(unique), normalizer)
+    before = len(rejects)
     kept = _check_audio(recipe, texted, max(1, int(jobs or 1)), rejects)
+    advice = [a for a in (advice, _missing_audio_advice(texted, rejects.rows[before:])) if a]
 
     no_speaker = sum(1 for r in kept if not r["speaker"] and not r["split"])
     if no_speaker and recipe.prepare.split.by == "speaker":
@@ -205,8 +219,7 @@ def prepare_labeled(recipe, jobs: int = 1) -> tuple[dict[str, Any], RejectLog]:
     summary["speakers_in_two_splits"] = stats["shared_speakers"]
     tokenizer = _tokenizer(recipe, normalizer, rows, out / "tokenizer")
     # shown after the summary table by run_prepare (printed now they would scroll away during VAD)
-    summary["warnings"] = ([advice] if advice else []) + split_warnings(rows, recipe.prepare.split) \
-        + tokenizer.pop("warnings", [])
+    summary["warnings"] = advice + split_warnings(rows, recipe.prepare.split) + tokenizer.pop("warnings", [])
     summary.update(tokenizer)
     kept_rows = [r for v in rows.values() for r in v]
     if kept_rows:
