@@ -68,6 +68,52 @@ def test_frame_sizes_and_aggressiveness(utterances, frame_ms, aggressiveness):
         assert abs(s * 1000 / frame_ms - round(s * 1000 / frame_ms)) < 1e-6
 
 
+def test_aggressiveness_reaches_the_classifier(utterances):
+    """In steady noise (about 20 dB below the speech) the lenient mode hears speech everywhere; the
+    aggressive one still finds the pauses between the utterances."""
+    wave, truth = _join(utterances, gap_s=1.5, noise=0.03)
+    covered = {a: sum(e - s for s, e in detect_speech(wave, VadConfig(aggressiveness=a))) for a in (0, 3)}
+    total = wave.size / SR
+    assert covered[0] > 0.95 * total and covered[3] < 0.8 * total, (covered, total)
+    assert len(detect_speech(wave, VadConfig(aggressiveness=3))) == len(truth)
+
+
+class _Scripted:
+    """A classifier that replays fixed frame decisions (30 ms frames), across pushes."""
+
+    frame_samples = 480
+
+    def __init__(self, decisions: list[bool]):
+        self.decisions = list(decisions)
+
+    def classify(self, frames):
+        n = frames.size // self.frame_samples
+        out, self.decisions = self.decisions[:n], self.decisions[n:]
+        return np.array(out + [False] * (n - len(out)), dtype=bool)
+
+
+def test_ring_buffer_start_end_and_padding_frames():
+    """The smoothing state machine frame by frame: a segment starts at the first frame of the ring
+    once start_ratio of it is speech, and ends (keeping the ring) once end_ratio of it is not."""
+    # frames: 5 silence, 20 speech, a 7-frame pause, 20 speech, 15 silence
+    script = [False] * 5 + [True] * 20 + [False] * 7 + [True] * 20 + [False] * 15
+    wave = np.zeros(len(script) * 480, np.float32)
+
+    def frames(**cfg):
+        segs = segment_stream([wave[:1000], wave[1000:]], VadConfig(min_seconds=0.0, **cfg), _Scripted(script))
+        return [(s.start // 480, s.end // 480) for s in segs]
+
+    # 300 ms ring = 10 frames, 9 of them needed: speech frames 5..13 start it at frame 4 (ring 4..13);
+    # the 7-frame pause cannot end it; frames 52..60 do (ring 51..60): one segment, frames 4..60
+    assert frames() == [(4, 61)]
+    # end_ratio 0.5: 5 silent frames of the pause end it (ring 20..29); speech 32..40 starts the next
+    assert frames(end_ratio=0.5) == [(4, 30), (31, 57)]
+    # start_ratio 0.5: 5 speech frames of 10 (ring 0..9) start it at frame 0
+    assert frames(start_ratio=0.5)[0][0] == 0
+    # 150 ms ring = 5 frames, all needed: starts at 5 (ring 5..9), the pause ends it at 29
+    assert frames(padding_ms=150) == [(5, 30), (32, 57)]
+
+
 def test_streaming_in_any_block_size_equals_whole(utterances):
     wave, _ = _join(utterances * 2, gap_s=0.8, seed=3)
     cfg = VadConfig(min_seconds=0.0)
@@ -182,6 +228,10 @@ def test_clipping_ratio(shared_corpora):
     clipped = np.clip(speech * 20, -1, 1)
     assert clipping_ratio(clipped) > 0.01
     assert clipping_ratio(np.zeros(0)) == 0.0
+    # the fraction itself: samples at or above 0.99 of full scale, either sign
+    x = np.full(1000, 0.5, np.float32)
+    x[:4], x[4:7], x[7:10] = 1.0, -0.995, 0.98
+    assert clipping_ratio(x) == pytest.approx(7 / 1000)
 
 
 def test_each_filter_can_be_switched_off():
