@@ -20,19 +20,24 @@ def never_run_reason(recipe: Recipe, stage: str, markers: tuple[str, ...]) -> st
 
 
 def check_eval_split(recipe: Recipe) -> None:
-    """``LrasrError`` when prepare left the split evaluate scores empty (one or two speakers and a
-    speaker-disjoint split, ``test: 0``): evaluate would fail only after pretraining and fine-tuning."""
-    split = recipe.evaluate.split
-    manifest = recipe.stage_dir("prepare") / split / "manifest.tsv"
-    try:
-        with manifest.open(encoding="utf-8") as handle:
-            empty = sum(1 for line in handle if line.strip()) <= 1  # the header alone
-    except OSError:
-        return  # not prepared: the stage that needs it says so
-    if empty:
-        raise LrasrError(f"prepare left the {split} split empty, so evaluate would fail after training (prepare's "
-                         f"warnings say why); set prepare.split.{split} or prepare.split.by: utterance, or evaluate."
-                         f"split, then run again; or stop before evaluate with --to finetune", manifest)
+    """``LrasrError`` when prepare left a split evaluate needs empty (one or two speakers and a speaker-disjoint
+    split, ``test: 0``): the scored split, and dev where an LM's weights are tuned on it. Evaluate would
+    fail only after pretraining and fine-tuning."""
+    needed = {recipe.evaluate.split: "evaluate scores it"}
+    if recipe.lm is not None:
+        needed.setdefault("dev", "evaluate tunes the LM weights alpha/beta on it")
+    for split, why in needed.items():
+        manifest = recipe.stage_dir("prepare") / split / "manifest.tsv"
+        try:
+            with manifest.open(encoding="utf-8") as handle:
+                empty = sum(1 for line in handle if line.strip()) <= 1  # the header alone
+        except OSError:
+            continue  # not prepared: the stage that needs it says so
+        if empty:
+            raise LrasrError(f"prepare left the {split} split empty and {why}, so evaluate would fail after training "
+                             f"(prepare's warnings say why); set prepare.split.{split} or prepare.split.by: utterance"
+                             f"{', or evaluate.split' if split == recipe.evaluate.split else ''}, then run again; "
+                             "or stop before evaluate with --to finetune", manifest)
 
 
 def stage_note(recipe: Recipe, stage: str, summary: Any) -> str | None:

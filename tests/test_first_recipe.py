@@ -225,18 +225,21 @@ def test_stage_that_cannot_work_is_refused_before_prepare(tmp_path):
         load_recipe(path)
 
 
-def test_run_stops_after_prepare_when_the_evaluated_split_is_empty(shared_corpora, tmp_path):
+@pytest.mark.parametrize("speakers, lm, empty", [(1, "", "test"), (2, "lm: {order: 2}\n", "dev")])
+def test_run_stops_after_prepare_when_a_split_evaluate_needs_is_empty(shared_corpora, tmp_path, speakers, lm, empty):
     from lrasr import runner
 
     source = (shared_corpora / CV / "transcripts.tsv").read_text(encoding="utf-8").splitlines()[1:21]
     (tmp_path / "t.tsv").write_text("path\tspeaker\ttext\n" + "".join(
-        f"{shared_corpora / CV / line.split(chr(9))[0]}\tonly\t{line.split(chr(9))[2]}\n" for line in source),
-        encoding="utf-8")
+        f"{shared_corpora / CV / line.split(chr(9))[0]}\ts{i % speakers}\t{line.split(chr(9))[2]}\n"
+        for i, line in enumerate(source)), encoding="utf-8")
     path = tmp_path / "r.yaml"
     path.write_text(f"name: x\nlanguage: te\nworkdir: {tmp_path / 'w'}\ncorpora:\n  labeled:\n"
-                    f"    - {{format: tsv, path: {tmp_path / 't.tsv'}}}\nfinetune: {{max_steps: 1}}\n", encoding="utf-8")
+                    f"    - {{format: tsv, path: {tmp_path / 't.tsv'}}}\nfinetune: {{max_steps: 1}}\n{lm}", encoding="utf-8")
     said: list[str] = []
-    with pytest.raises(LrasrError, match="prepare left the test split empty, so evaluate would fail after training"):
+    why = "evaluate scores it" if empty == "test" else "evaluate tunes the LM weights alpha/beta on it"
+    with pytest.raises(LrasrError, match=f"prepare left the {empty} split empty and {why}, so evaluate would fail "
+                                         "after training"):
         runner.run_recipe(load_recipe(path), echo=said.append)
     assert said[-1].startswith("prepare: done") and not (tmp_path / "w" / "finetune").exists()
 
