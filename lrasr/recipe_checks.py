@@ -28,9 +28,31 @@ def semantic_problems(recipe) -> list[str]:
     if recipe.finetune is not None and recipe.finetune.init_from == "pretrain" and recipe.pretrain is None:
         problems.append("finetune.init_from: 'pretrain', but the recipe has no pretrain section; add one, or set "
                         "init_from to a checkpoint or 'none'")
+    problems += _unfillable_splits(recipe)
     pre = recipe.pretrain
     if pre is not None and not recipe.corpora.unlabeled and not pre.include_labeled:
         # found here, not after prepare has run
         problems.append("pretrain: no corpora.unlabeled recordings to pretrain on; add them, set "
                         "pretrain.include_labeled: true (pretrain on the labeled audio), or remove the pretrain section")
     return problems
+
+
+def _unfillable_splits(recipe) -> list[str]:
+    """A dev/test split evaluate needs whose ratio is 0 while no corpus can fill it (no ``assign_split``, no
+    parquet shard or column splits, no list): evaluate would fail after training. Copying a language recipe
+    and dropping Kathbath, whose valid shards were its dev, leaves exactly that."""
+    if recipe.finetune is None or not recipe.corpora.labeled:
+        return []
+    cfg = recipe.prepare.split
+    needed = {recipe.evaluate.split: "evaluate scores it"}
+    if recipe.lm is not None:
+        needed.setdefault("dev", "evaluate tunes the LM weights alpha/beta on it")
+    out = []
+    for split, why in needed.items():
+        fillable = getattr(cfg, split) > 0 and cfg.by != "corpus"
+        fillable = fillable or split in (cfg.lists or {}) or any(
+            c.assign_split == split or c.format == "parquet" for c in recipe.corpora.labeled)
+        if not fillable:
+            out.append(f"prepare.split.{split}: nothing goes to {split} (ratio 0 and no corpus assigns it), but {why}; "
+                       f"set prepare.split.{split}: 0.1, or give a corpus assign_split: {split}")
+    return out

@@ -285,3 +285,18 @@ def test_table_whose_audio_paths_start_elsewhere_gets_one_line_saying_so(tmp_pat
         f"4 of 4 audio files not found (first: {tmp_path / 'clips' / 'c0.mp3'}): relative audio paths are read "
         f"from the folder of the table naming them ({tmp_path}); write absolute paths or keep the table where the "
         "paths start")
+
+
+def test_language_recipe_without_kathbath_is_told_to_set_a_dev_ratio():
+    from lrasr.recipe_checks import semantic_problems
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "te.yaml", check_paths=False)
+    assert semantic_problems(recipe) == []  # Kathbath's valid shards fill dev
+    recipe.corpora.labeled = [c for c in recipe.corpora.labeled if c.card != "kathbath"]
+    assert semantic_problems(recipe) == [
+        "prepare.split.dev: nothing goes to dev (ratio 0 and no corpus assigns it), but evaluate tunes the LM weights "
+        "alpha/beta on it; set prepare.split.dev: 0.1, or give a corpus assign_split: dev"]
+    recipe.prepare.split.dev = 0.1
+    assert semantic_problems(recipe) == []
+    assert "Without Kathbath, set dev: 0.1" in (Path(__file__).resolve().parents[1] / "recipes" / "te.yaml").read_text(
+        encoding="utf-8")
