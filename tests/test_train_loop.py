@@ -161,6 +161,48 @@ def test_checkpoint_contents_load_with_weights_only(manifest, tmp_path):
     assert [r["step"] for r in read_metrics_csv(tmp_path / "metrics.csv")] == [1, 2]
 
 
+def test_updates_are_adamw_on_the_clipped_mean_gradient(manifest, tmp_path):
+    """Three updates of the loop against the same updates written out here: the gradient of the
+    micro-batches' summed loss divided by the update's sample size, clipped to clip_norm, then AdamW
+    with the schedule's LR and the recipe's betas, eps and weight decay (none of them torch's
+    defaults, and the clipping active). The other tests compare the loop with itself (1 vs 2
+    processes, resumed vs not), which a wrong scale or an ignored setting passes."""
+    from lrasr.train.schedule import from_config
+
+    cfg = small_cfg(max_steps=3, lr=0.05, warmup_steps=2, clip_norm=0.05, weight_decay=0.3, adam_betas=(0.7, 0.8),
+                    adam_eps=1e-4, batch_seconds=2.5, max_device_batch_seconds=1.2, save_every=100)
+    task = RegressionTask(manifest, seed=0)
+    used: dict[int, list] = {}
+    original = task.compute_loss
+
+    def spy(model, batch, step):
+        used.setdefault(step, []).append(batch)
+        return original(model, batch, step)
+
+    task.compute_loss = spy
+    result = train(task, cfg, tmp_path, resume=False)
+    assert sorted(used) == [0, 1, 2] and max(len(b) for b in used.values()) >= 2  # accumulation too
+
+    ref = RegressionTask(manifest, seed=0).model
+    opt = torch.optim.AdamW(ref.parameters(), lr=cfg.lr, betas=(0.7, 0.8), eps=1e-4, weight_decay=0.3)
+    mult = from_config(cfg, 3)
+    norms = []
+    for step in (0, 1, 2):  # the step argument of compute_loss counts from 0
+        opt.zero_grad()
+        outs = [original(ref, batch, step) for batch in used[step]]
+        sum(loss for loss, _, _ in outs).backward()
+        size = sum(n for _, _, n in outs)
+        for p in ref.parameters():
+            p.grad /= size
+        norms.append(float(torch.nn.utils.clip_grad_norm_(list(ref.parameters()), 0.05)))
+        opt.param_groups[0]["lr"] = 0.05 * mult(step)
+        opt.step()
+    assert min(norms) > 0.1  # clipping changed every update
+    assert [r["grad_norm"] for r in result.history] == pytest.approx(norms, rel=1e-5)
+    assert [r["lr"] for r in result.history] == pytest.approx([0.05 * mult(k) for k in range(3)])
+    torch.testing.assert_close(flat_weights(task.model), flat_weights(ref), rtol=1e-5, atol=1e-6)
+
+
 def test_nonfinite_losses_are_skipped_and_counted(manifest, tmp_path):
     task = RegressionTask(manifest, nan_steps=(1,), nan_once=True)
     result = train(task, small_cfg(max_steps=4, max_nonfinite_in_row=3), tmp_path, resume=False)
