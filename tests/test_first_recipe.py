@@ -300,3 +300,28 @@ def test_language_recipe_without_kathbath_is_told_to_set_a_dev_ratio():
     assert semantic_problems(recipe) == []
     assert "Without Kathbath, set dev: 0.1" in (Path(__file__).resolve().parents[1] / "recipes" / "te.yaml").read_text(
         encoding="utf-8")
+
+
+def test_clips_given_as_both_raw_recordings_and_labeled_data_are_flagged(shared_corpora, tmp_path):
+    from lrasr.stages.prepare import run_prepare
+
+    rows = (shared_corpora / CV / "transcripts.tsv").read_text(encoding="utf-8").splitlines()[1:25]
+    audio = [str(shared_corpora / CV / r.split("\t")[0]) for r in rows]
+    (tmp_path / "t.tsv").write_text("path\tspeaker\ttext\n" + "".join(
+        f"{a}\ts{i % 12}\t{r.split(chr(9))[2]}\n" for i, (a, r) in enumerate(zip(audio, rows))), encoding="utf-8")
+    raw = audio[::2]  # every other labeled clip also handed over as a 'raw recording'
+    recipe = Recipe.model_validate({
+        "name": "t", "language": "te", "workdir": str(tmp_path / "w"), "pretrain": {"max_steps": 1},
+        "corpora": {"unlabeled": [{"path": a} for a in raw], "labeled": [{"format": "tsv", "path": str(tmp_path / "t.tsv")}]},
+        "prepare": {"split": {"dev": 0.25, "test": 0.25}}})
+    summary = run_prepare(recipe)["labeled"]
+    scored = [line.split("\t")[1] for s in ("dev", "test")
+              for line in (tmp_path / "w" / "prepare" / s / "manifest.tsv").read_text(encoding="utf-8").splitlines()[1:]]
+    shared = sum(a in raw for a in scored)
+    assert shared and len(scored) > shared  # the seed puts some shared clips in dev/test, not all
+    assert [w for w in summary["warnings"] if "also unlabeled recordings" in w] == [
+        f"{shared} of {len(scored)} dev/test utterances are also unlabeled recordings (corpora.unlabeled): pretraining "
+        "hears the audio they are scored on, so dev/test scores are optimistic; keep the labeled clips out of the "
+        "unlabeled folders"]
+    recipe.pretrain = None  # nothing pretrains on them: no warning
+    assert not [w for w in run_prepare(recipe)["labeled"]["warnings"] if "also unlabeled" in w]

@@ -101,6 +101,10 @@ def run_prepare(recipe, jobs: int | None = None, shard: str | Shard | None = Non
     if un is not None:
         console.print(summary_table("prepare: unlabeled recordings", _table_rows(un)))
         _histograms(recipe, target, un)
+    if summary["labeled"] and un is not None and recipe.pretrain is not None:
+        overlap = _scored_audio_in_pretraining(out, Path(un["manifest"]))
+        if overlap:
+            summary["labeled"].setdefault("warnings", []).append(overlap)
     if summary["labeled"]:
         lab = summary["labeled"]
         console.print(summary_table("prepare: labeled corpora", _labeled_rows(lab)))
@@ -140,6 +144,30 @@ def _labeled_rows(labeled: dict[str, Any]) -> list[tuple[str, object]]:
             value = ", ".join(map(str, value[:5])) + (" ..." if len(value) > 5 else "") if value else "-"
         rows.append((key, value))
     return rows
+
+
+def _scored_audio_in_pretraining(out: Path, unlabeled_manifest: Path) -> str | None:
+    """A warning when dev/test audio files are also unlabeled recordings (the same clips given as 'raw
+    recordings'): pretraining then hears what the model is scored on. Labeled audio copied into the workdir
+    (labeled_audio: flac) is not compared."""
+    try:
+        sources = set(read_manifest(unlabeled_manifest, required=("source",))["source"])
+    except LrasrError:
+        return None
+    sources |= {str(Path(s).resolve()) for s in sources}
+    scored = shared = 0
+    for split in ("dev", "test"):
+        manifest = out / split / "manifest.tsv"
+        if not manifest.is_file():
+            continue
+        for audio in read_manifest(manifest, required=("audio",))["audio"]:
+            scored += 1
+            shared += Path(audio).is_absolute() and (audio in sources or str(Path(audio).resolve()) in sources)
+    if not shared:
+        return None
+    return (f"{shared} of {scored} dev/test utterances are also unlabeled recordings (corpora.unlabeled): pretraining "
+            "hears the audio they are scored on, so dev/test scores are optimistic; keep the labeled clips out of "
+            "the unlabeled folders")
 
 
 def _histograms(recipe, target, un: dict[str, Any]) -> None:
