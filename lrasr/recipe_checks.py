@@ -28,6 +28,9 @@ def semantic_problems(recipe) -> list[str]:
     if recipe.finetune is not None and recipe.finetune.init_from == "pretrain" and recipe.pretrain is None:
         problems.append("finetune.init_from: 'pretrain', but the recipe has no pretrain section; add one, or set "
                         "init_from to a checkpoint or 'none'")
+    if recipe.finetune is not None and not recipe.corpora.labeled:
+        problems.append("finetune: no corpora.labeled to fine-tune on (its tokenizer and splits come from them); "
+                        "add a labeled corpus, or remove the finetune section to pretrain only")
     problems += _unfillable_splits(recipe)
     pre = recipe.pretrain
     if pre is not None and not recipe.corpora.unlabeled and not pre.include_labeled:

@@ -207,7 +207,8 @@ def test_stage_that_cannot_work_is_refused_before_prepare(tmp_path):
     from lrasr.recipe_checks import semantic_problems
 
     path = tmp_path / "r.yaml"
-    base = f"name: x\nlanguage: te\nworkdir: {tmp_path / 'w'}\n"
+    (tmp_path / "t.tsv").write_text("path\ttext\n", encoding="utf-8")
+    base = f"name: x\nlanguage: te\nworkdir: {tmp_path / 'w'}\ncorpora: {{labeled: [{{format: tsv, path: t.tsv}}]}}\n"
     path.write_text(base + "pretrain: {max_steps: 2}\nfinetune: {init_from: pretrain}\n", encoding="utf-8")
     recipe = load_recipe(path)
     assert semantic_problems(recipe) == [
@@ -223,6 +224,11 @@ def test_stage_that_cannot_work_is_refused_before_prepare(tmp_path):
     path.write_text(base + f"finetune: {{init_from: {tmp_path / 'xlsr'}}}\n", encoding="utf-8")
     with pytest.raises(RecipeError, match=f"finetune.init_from: {tmp_path / 'xlsr'} does not exist"):
         load_recipe(path)
+    path.write_text(f"name: x\nlanguage: te\nworkdir: w\ncorpora: {{unlabeled: [{{path: {tmp_path}}}]}}\n"
+                    "pretrain: {max_steps: 2}\nfinetune: {max_steps: 2}\n", encoding="utf-8")
+    assert semantic_problems(load_recipe(path)) == [  # finetune failed with 'no tokenizer: run `lrasr prepare` first'
+        "finetune: no corpora.labeled to fine-tune on (its tokenizer and splits come from them); add a labeled "
+        "corpus, or remove the finetune section to pretrain only"]
 
 
 @pytest.mark.parametrize("speakers, lm, empty", [(1, "", "test"), (2, "lm: {order: 2}\n", "dev")])
