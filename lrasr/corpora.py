@@ -149,11 +149,8 @@ def _other_values(template: str, base: Path) -> str:
     if len(names) != 1:
         return ""
     head, tail = template.split("{" + names[0] + "}", 1)
-    found = set()
-    for match in base.glob(_PLACEHOLDER.sub("*", template)):
-        rel = match.relative_to(base).as_posix()
-        found.add(rel[len(head):len(rel) - len(tail)])
-    found = sorted(found)
+    rels = [m.relative_to(base).as_posix() for m in base.glob(_PLACEHOLDER.sub("*", template))]
+    found = sorted({rel[len(head):len(rel) - len(tail)] for rel in rels})
     return f"; {names[0]}: could be {', '.join(found[:10])}" if found else ""
 
 
