@@ -206,6 +206,61 @@ def test_default_peak_lr_follows_model_width(trained):
     assert trained[3]["lr"] == 2e-3  # the recipe's own value is what trained
 
 
+def test_ctc_loss_sum_uses_each_rows_frames_and_zeroes_infeasible_rows():
+    """ctc_loss_sum on a padded batch = the sum of each utterance's CTC loss on its own valid frames
+    (blank 0); a row whose labels cannot fit its frames adds 0 instead of inf; ctc_min_frames counts
+    a blank between repeated labels."""
+    import torch
+
+    from lrasr.stages.finetune import ctc_loss_sum, ctc_min_frames
+
+    assert (ctc_min_frames([3, 3, 4]), ctc_min_frames([1, 2, 1]), ctc_min_frames([5, 5, 5])) == (4, 3, 5)
+    logits = torch.randn(3, 12, 6, generator=torch.Generator().manual_seed(0))
+    logits[1, 7:] = 50.0  # padding that would dominate the loss if it were read
+    frames = torch.tensor([12, 7, 3])
+    targets = [[1, 2, 2, 3], [4, 5], [1, 1, 2]]  # the last needs 4 frames, has 3
+    loss, tokens = ctc_loss_sum(logits, frames, targets)
+    assert tokens == 9
+    expected = sum(torch.nn.functional.ctc_loss(logits[b, : int(frames[b])].log_softmax(-1)[:, None],
+                                                torch.tensor([targets[b]]), frames[b: b + 1],
+                                                torch.tensor([len(targets[b])]), blank=0, reduction="sum")
+                   for b in range(2))
+    assert torch.isfinite(loss) and float(expected) > 1.0
+    torch.testing.assert_close(loss, expected)
+
+
+def test_dev_metrics_equal_each_dev_utterance_alone(trained):
+    """The dev evaluation batches the dev set (padded); its greedy transcripts, WER and mean CTC
+    loss per utterance are those of each utterance run alone."""
+    import torch
+
+    from lrasr.decode.greedy import greedy_decode
+    from lrasr.evaluate import score
+    from lrasr.model.io import load_ctc_model
+    from lrasr.stages.finetune import FinetuneTask, ctc_loss_sum
+
+    root, work, recipe, summary = trained
+    model, tok = load_ctc_model(work / "finetune" / "model")
+    with torch.no_grad():  # a random head: letters everywhere, so frames past an utterance's end would show
+        model.aux.weight.copy_(torch.randn(model.aux.weight.shape, generator=torch.Generator().manual_seed(0)))
+    dev = read_manifest(work / "prepare" / "dev" / "manifest.tsv")
+    targets = {i: tok.encode(t) for i, t in zip(dev["id"], dev["text"])}
+    task = FinetuneTask(model, tok, None, {}, freeze_steps=0, seed=0, metric="wer", dev=dev, dev_targets=targets)
+    metrics, report = task.dev_metrics(model.eval())
+    hyps, losses = [], []
+    with torch.no_grad():
+        for path, uid in zip(dev["audio"], dev["id"]):
+            wave = torch.from_numpy(load(path, 16000))[None]
+            logits, frames = model(wave, torch.tensor([wave.shape[1]]))
+            hyps.append(greedy_decode(logits[0], tok))
+            losses.append(float(ctc_loss_sum(logits, frames, [targets[uid]])[0]))
+    alone = score(list(dev["text"]), hyps)
+    assert len(set(dev["duration"])) == 3  # three lengths: the batch is padded
+    assert [r.hypothesis for r in report.rows] == [r.hypothesis for r in alone.rows]
+    assert (metrics["dev_wer"], metrics["dev_cer"]) == (alone.wer, alone.cer)
+    assert metrics["dev_loss"] == pytest.approx(sum(losses) / 3, rel=1e-4)
+
+
 def test_selection_tie_break_never_outweighs_one_error():
     from lrasr.stages.finetune import selection_tie_break
 
