@@ -138,6 +138,17 @@ def test_negatives_exclude_self_and_cover_others() -> None:
     assert counts.min() > 0.8 * counts.mean()  # uniform over the other frames
 
 
+def test_contrastive_accuracy_and_diversity_loss_values() -> None:
+    from lrasr.model.losses import contrastive_accuracy, diversity_loss
+
+    # positive best, a distractor best, all equal (a tie counts as wrong), positive best again
+    logits = torch.tensor([[[3.0, 1.0, 2.0], [0.0, 5.0, 1.0], [1.0, 1.0, 1.0], [2.0, -1.0, float("-inf")]]])
+    assert contrastive_accuracy(logits) == pytest.approx(0.5)
+    assert contrastive_accuracy(torch.zeros(0, 3)) == 0.0
+    assert diversity_loss(torch.tensor(640.0), 640).item() == 0.0  # every entry used equally
+    assert diversity_loss(torch.tensor(160.0), 640).item() == pytest.approx(0.75)
+
+
 # --------------------------------------------------------------------------------------- quantizer
 def test_quantizer_temperature_schedule_and_straight_through() -> None:
     q = GumbelQuantizer(16, 2, 8, 12, (2.0, 0.5, 0.999995))
@@ -185,6 +196,17 @@ def test_pretraining_outputs_and_feature_grad_mult() -> None:
     assert 0.25 < out.metrics["mask_fraction"] < 0.7 and out.num_masked == int(out.mask.sum())
     # near chance at init: log(K+1)
     assert abs(out.losses["contrastive"].item() - math.log(cfg.num_negatives + 1)) < 1.0
+    # the values themselves: masked share of the real frames (49 + 37, padding not counted), the
+    # share of masked frames whose positive (index 0) scores highest, the feature encoder output's
+    # mean square over real frames
+    frames = [cfg.num_frames(int(n)) for n in lengths]
+    assert out.metrics["mask_fraction"] == pytest.approx(out.num_masked / sum(frames))
+    assert out.metrics["accuracy"] == pytest.approx(float((out.logits.argmax(-1) == 0).float().mean()))
+    with torch.no_grad():
+        feats, _ = model.backbone.feature_extractor(wave, lengths)
+    squares = sum(float(feats[b, :n].pow(2).sum()) for b, n in enumerate(frames))
+    assert frames[1] < feats.shape[1]  # a padded row: its padding must stay out of the mean
+    assert out.losses["feature_penalty"].item() == pytest.approx(squares / (sum(frames) * feats.shape[-1]), rel=1e-4)
 
     # the feature encoder's gradient scales with feature_grad_mult, nothing else changes
     model.eval()
