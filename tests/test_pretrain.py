@@ -221,6 +221,34 @@ def test_torchrun_two_processes_cli(tmp_path, speech_dir):
         torch.testing.assert_close(w2[key], w1[key], rtol=1e-5, atol=1e-6, msg=key)
 
 
+def test_pretrain_task_loss_is_a_sum_over_masked_frames():
+    """The loop divides the summed loss by the summed sample size: the task returns the model's
+    per-frame loss times the masked frames, with that count as the sample size, and the model's
+    losses and metrics as floats."""
+    import dataclasses
+
+    import torch
+
+    from lrasr.model.config import Wav2Vec2Config
+    from lrasr.model.pretraining import Wav2Vec2ForPreTraining
+    from lrasr.stages.pretrain import PretrainTask
+    from lrasr.train.batching import Batch
+
+    model = Wav2Vec2ForPreTraining(dataclasses.replace(Wav2Vec2Config.preset("tiny"), num_layers=1)).eval()
+    wave = torch.randn(2, 16000, generator=torch.Generator().manual_seed(0)) * 0.1
+    lengths = torch.tensor([16000, 11000])
+    wave[1, 11000:] = 0.0
+    task = PretrainTask(model, None, 0)
+    torch.manual_seed(3)  # the masks and distractors come from torch's generator: the same draws twice
+    loss, metrics, size = task.compute_loss(model, Batch(wave, lengths, ["a", "b"], [{}, {}]), 0)
+    torch.manual_seed(3)
+    out = model(wave, lengths)
+    assert size == out.num_masked > 10
+    torch.testing.assert_close(loss, out.loss * out.num_masked)
+    assert metrics["contrastive"] == pytest.approx(float(out.losses["contrastive"].detach()))
+    assert metrics["accuracy"] == out.metrics["accuracy"] and set(metrics) >= METRIC_KEYS - {"loss", "grad_norm", "lr", "audio_seconds_per_second"}
+
+
 def test_include_labeled_adds_the_train_manifest(tmp_path, speech_dir):
     from lrasr.stages.pretrain import _manifests
 
