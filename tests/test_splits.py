@@ -35,6 +35,9 @@ def test_few_speakers_keep_train_non_empty():
     assert sorted(set(placed.values())) == ["dev", "test", "train"]  # each takes the smallest group it can
     placed, _ = assign_splits(items(n_speakers=1), SplitConfig(dev=0.1, test=0.1), seed=0)
     assert set(placed.values()) == {"train"}
+    # ratios that would take every speaker: the last one left stays in train
+    placed, _ = assign_splits(items(n_speakers=2), SplitConfig(dev=0.45, test=0.45), seed=0)
+    assert sorted(placed.values()) == ["test"] * 5 + ["train"] * 5
 
 
 def test_unknown_speakers_split_per_utterance_and_by_utterance():
