@@ -21,9 +21,13 @@ def test_char_vocabulary_encode_decode_roundtrip(tmp_path):
     ids = tok.encode("ഞാൻ ഒരു")
     assert ids.count(tok.labels.index("|")) == 1 and 0 not in ids
     assert tok.decode(ids) == "ഞാൻ ഒരു"
-    # unknown characters map to <unk>; blanks in the id stream are ignored
+    # unknown characters map to <unk> (decoded as ⁇); blanks in the id stream are ignored
     assert tok.encode("x")[0] == tok.unk_id
     assert tok.decode([0] + ids + [0]) == "ഞാൻ ഒരു"
+    assert tok.decode(tok.encode("ഞാൻx")) == "ഞാൻ⁇"
+    # a literal | in the text is an unknown character, never a word boundary
+    bar = tok.encode("ഞാൻ|ഒരു")
+    assert tok.labels.index("|") not in bar and bar.count(tok.unk_id) == 1
     meta = json.loads((tmp_path / "tok" / "tokenizer.json").read_text(encoding="utf-8"))
     assert meta["type"] == "char" and meta["labels"] == tok.labels
     again = load_tokenizer(tmp_path / "tok")
@@ -59,6 +63,14 @@ def test_sentencepiece_roundtrip(tmp_path, model_type):
     assert again.labels == tok.labels and again.encode("അത്തം") == tok.encode("അത്തം")
     labels = again.pyctcdecode_labels()
     assert labels[0] == "" and "▁⁇▁" in labels
+
+
+def test_sentencepiece_model_type_reaches_the_trainer(tmp_path):
+    """unigram and bpe on the same text and size give different vocabularies (bpe fills the size,
+    unigram stops short on this little text)."""
+    models = {t: train_tokenizer(TEXTS, TokenizerConfig(type="sentencepiece", model_type=t, vocab_size=60),
+                                 tmp_path / t) for t in ("unigram", "bpe")}
+    assert len(models["bpe"].labels) == 60 and set(models["unigram"].labels) != set(models["bpe"].labels)
 
 
 def test_sentencepiece_vocab_size_shrinks_on_little_text(tmp_path):
