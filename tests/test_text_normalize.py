@@ -81,6 +81,9 @@ def test_latin_case_punctuation_apostrophes_and_whitespace():
     assert Normalizer("fr", TextConfig()).check("Café Noël") == ("café noël", set())
     assert Normalizer("en", TextConfig(lowercase=False)).check("Hello") == ("Hello", set())
     assert Normalizer("en", TextConfig(extra_chars="é")).check("café")[1] == set()
+    # punctuation listed in extra_chars is kept (and allowed), not turned into a space
+    assert Normalizer("en", TextConfig(extra_chars="-")).check("well-known") == ("well-known", set())
+    assert en.normalize("well-known") == "well known"
     assert en.normalize("a\u200bb\ufeffc\u00add") == "abcd"  # invisible format characters go
 
 
