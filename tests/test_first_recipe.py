@@ -331,3 +331,21 @@ def test_clips_given_as_both_raw_recordings_and_labeled_data_are_flagged(shared_
         "unlabeled folders"]
     recipe.pretrain = None  # nothing pretrains on them: no warning
     assert not [w for w in run_prepare(recipe)["labeled"]["warnings"] if "also unlabeled" in w]
+
+
+def test_snr_filter_dropping_much_of_the_speech_is_said(shared_corpora, tmp_path, capsys):
+    from lrasr.stages.prepare import _snr_advice, run_prepare
+
+    raw = shared_corpora / "multi_respin_samples" / "audio" / "te"  # 20 phone-quality Telugu recordings
+    recipe = Recipe.model_validate({"name": "t", "language": "te", "workdir": str(tmp_path / "w"),
+                                    "corpora": {"unlabeled": [{"path": str(raw)}]},
+                                    "prepare": {"filters": {"min_snr_db": 25}}})
+    un = run_prepare(recipe)["unlabeled"]
+    share = (un["hours_after_clipping"] - un["hours_after_snr"]) / un["hours_speech"]
+    assert share > 0.2
+    assert un["warnings"] == [_snr_advice(un, 25)]
+    assert un["warnings"][0].startswith(f"the SNR filter dropped {share:.0%} of the speech found (")
+    assert "prepare.filters.min_snr_db 25 dB); for phone or field recordings try 10" in un["warnings"][0]
+    assert "the SNR filter dropped" in " ".join(capsys.readouterr().err.split())
+    quiet = {"hours_speech": 1.0, "hours_after_clipping": 1.0, "hours_after_snr": 0.9}
+    assert _snr_advice(quiet, 15) is None and _snr_advice({**quiet, "hours_after_snr": 0.1}, None) is None

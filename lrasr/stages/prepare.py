@@ -101,6 +101,10 @@ def run_prepare(recipe, jobs: int | None = None, shard: str | Shard | None = Non
     if un is not None:
         console.print(summary_table("prepare: unlabeled recordings", _table_rows(un)))
         _histograms(recipe, target, un)
+        advice = _snr_advice(un, recipe.prepare.filters.min_snr_db)
+        if advice:
+            un.setdefault("warnings", []).append(advice)
+            warn(advice)
     if summary["labeled"] and un is not None and recipe.pretrain is not None:
         overlap = _scored_audio_in_pretraining(out, Path(un["manifest"]))
         if overlap:
@@ -168,6 +172,21 @@ def _scored_audio_in_pretraining(out: Path, unlabeled_manifest: Path) -> str | N
     return (f"{shared} of {scored} dev/test utterances are also unlabeled recordings (corpora.unlabeled): pretraining "
             "hears the audio they are scored on, so dev/test scores are optimistic; keep the labeled clips out of "
             "the unlabeled folders")
+
+
+SNR_DROP_WARN = 0.2  # share of the VAD's speech the SNR filter may drop before prepare says so
+
+
+def _snr_advice(un: dict[str, Any], min_snr_db: float | None) -> str | None:
+    """One line when the SNR filter dropped much of the speech: 15 dB suits studio and broadcast audio;
+    phone and field recordings often sit lower and would otherwise vanish from pretraining unremarked."""
+    speech = un.get("hours_speech") or 0.0
+    dropped = (un.get("hours_after_clipping") or 0.0) - (un.get("hours_after_snr") or 0.0)
+    if min_snr_db is None or speech <= 0 or dropped / speech < SNR_DROP_WARN:
+        return None
+    return (f"the SNR filter dropped {dropped / speech:.0%} of the speech found ({dropped:.3g} of {speech:.3g} h below "
+            f"prepare.filters.min_snr_db {min_snr_db:g} dB); for phone or field recordings try 10 (or null for no "
+            "filter); report.png shows the SNR of every segment")
 
 
 def _histograms(recipe, target, un: dict[str, Any]) -> None:
