@@ -349,3 +349,15 @@ def test_snr_filter_dropping_much_of_the_speech_is_said(shared_corpora, tmp_path
     assert "the SNR filter dropped" in " ".join(capsys.readouterr().err.split())
     quiet = {"hours_speech": 1.0, "hours_after_clipping": 1.0, "hours_after_snr": 0.9}
     assert _snr_advice(quiet, 15) is None and _snr_advice({**quiet, "hours_after_snr": 0.1}, None) is None
+
+
+def test_labeled_summary_shows_the_splits_side_by_side():
+    from lrasr.stages.prepare import _labeled_rows, _split_rows
+
+    summary = {"utterances": 119, "train_utterances": 104, "train_hours": 0.109, "train_speakers": 1,
+               "dev_utterances": 10, "dev_hours": 0.0143, "dev_speakers": 1, "dev_oov_rate": 0.333,
+               "test_utterances": 5, "test_hours": 0.0092, "test_speakers": 1, "test_oov_rate": 0.364,
+               "tokenizer": "char (55 labels) in /w/prepare/tokenizer", "figure": "/w/prepare/labeled.png"}
+    assert _split_rows(summary) == [("train", 104, 0.109, 1, None), ("dev", 10, 0.0143, 1, 0.333),
+                                    ("test", 5, 0.0092, 1, 0.364)]
+    assert dict(_labeled_rows(summary)) == {"utterances": 119, "tokenizer": "char (55 labels)"}

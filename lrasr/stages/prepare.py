@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from lrasr.data.manifest import RejectLog, read_manifest, rejected_frame, write_manifest
+from lrasr.data.splits import SPLITS
 from lrasr.errors import LrasrError, StageError
 from lrasr.io import write_json_atomic
 from lrasr.report import console, histograms_png, summary_table, warn
@@ -112,6 +113,8 @@ def run_prepare(recipe, jobs: int | None = None, shard: str | Shard | None = Non
     if summary["labeled"]:
         lab = summary["labeled"]
         console.print(summary_table("prepare: labeled corpora", _labeled_rows(lab)))
+        console.print(summary_table("prepare: splits", _split_rows(lab),
+                                    columns=("split", "utterances", "hours", "speakers", "OOV word rate")))
         # paths on their own lines: in an 80-column table they were cut to '/tmp/.../prepa…'
         if "figure" in lab:
             console.print(f"labeled utterances: {lab['figure']}", soft_wrap=True)
@@ -133,13 +136,22 @@ def run_prepare(recipe, jobs: int | None = None, shard: str | Shard | None = Non
     return summary
 
 
+SPLIT_FIELDS = ("utterances", "hours", "speakers", "oov_rate")  # <split>_<field> keys of the labeled summary
+
+
+def _split_rows(labeled: dict[str, Any]) -> list[tuple[object, ...]]:
+    """One row per split (train has no OOV rate): side by side, not 13 alphabetized keys apart."""
+    return [(split, *(labeled.get(f"{split}_{field}") for field in SPLIT_FIELDS)) for split in SPLITS]
+
+
 def _labeled_rows(labeled: dict[str, Any]) -> list[tuple[str, object]]:
     """The labeled summary as table rows; the rejection counts and the most frequent rejected
     characters (what to add to the whitelist) are shown too, not only written to report.json."""
     rows: list[tuple[str, object]] = []
+    per_split = {f"{split}_{field}" for split in SPLITS for field in SPLIT_FIELDS}
     for key, value in sorted(labeled.items()):
-        if key in ("figure", "warnings", "dev_test_chars_not_in_tokenizer"):
-            continue  # printed below the table (the characters in a warning)
+        if key in ("figure", "warnings", "dev_test_chars_not_in_tokenizer") or key in per_split:
+            continue  # printed below the table: paths, warnings (the characters too), the splits table
         if key == "tokenizer":
             value = str(value).partition(" in ")[0]
         if isinstance(value, dict):
