@@ -96,6 +96,27 @@ def test_lm_fixes_spelling_that_greedy_gets_wrong(ml_setup):
 
 
 @pytest.mark.shared
+def test_beta_rewards_words_and_reaches_the_search(ml_setup):
+    """beta is a bonus per word: where the word delimiter is fairly likely after every letter
+    (0.4), a large beta with a weak LM splits the sentence into letters; beta 0 does not. The
+    weights given per call are the ones used (the tuning grid relies on it), in either order."""
+    texts, tok, lm = ml_setup
+    text = next(t for t in texts if 3 <= len(t.split()) <= 4)
+    ids = tok.encode(text)
+    lp = logprobs_for(ids, len(tok.labels))
+    delim = tok.labels.index("|")
+    for k, t in enumerate(ids):
+        if t != delim:
+            f = k * FRAMES_PER_TOKEN + 1
+            lp[f, 0], lp[f, delim] = np.log(0.6), np.log(0.4)
+    decoder = BeamDecoder(tok, lm, beam_width=30)
+    plain, rewarded = decoder.decode(lp, alpha=0.1, beta=0.0).text, decoder.decode(lp, alpha=0.1, beta=6.0).text
+    assert plain == text and len(rewarded.split()) > 2 * len(text.split()), rewarded
+    assert BeamDecoder(tok, lm, alpha=0.1, beta=6.0, beam_width=30).decode(lp).text == rewarded
+    assert decoder.decode(lp, alpha=0.1, beta=0.0).text == plain
+
+
+@pytest.mark.shared
 def test_beam_word_timestamps_and_hotwords(ml_setup):
     texts, tok, lm = ml_setup
     text, ids, conf = _misspelled_fixture(texts, tok, n=1, seed=3)[0]
