@@ -19,7 +19,9 @@ from lrasr.io import file_sha1, utf8_name, write_json_atomic
 
 # Settings that change how fast a stage runs or how much it logs, never what it produces: editing
 # them must not rerun anything.
-NON_RESULT_KEYS = frozenset({"jobs", "log_every", "save_every", "device", "num_workers"})
+# settings that change speed or checks, never a result: changing one reruns nothing (a corpus's card
+# only checks its folder layout)
+NON_RESULT_KEYS = frozenset({"jobs", "log_every", "save_every", "device", "num_workers", "card"})
 
 MISSING = "missing"
 

@@ -29,7 +29,8 @@ def summary_table(title: str, rows: Iterable[Sequence[object]], columns: Sequenc
     """A two-or-more column table; numbers are formatted compactly."""
     table = Table(title=title, title_justify="left")
     for i, name in enumerate(columns):
-        table.add_column(name, justify="left" if i == 0 else "right")
+        # long values (paths) wrap onto further lines rather than being cut to "…/prepa…"
+        table.add_column(name, justify="left" if i == 0 else "right", overflow="fold")
     for row in rows:
         table.add_row(*(fmt(v) for v in row))
     return table

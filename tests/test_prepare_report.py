@@ -164,3 +164,18 @@ def test_cut_off_wav_is_rejected_whether_referenced_or_rewritten(tmp_path, rewri
     assert not bad.ok and "the header promises 4.00 s but the file holds 2.00 s" in bad.reason and str(cut) in bad.reason
     part = check_audio(make_job(cut, 0.5, 1.5, None, None, tmp_path / "part.flac", rewrite, FilterConfig()))
     assert part.ok
+
+
+def test_summary_table_wraps_a_long_path_instead_of_cutting_it():
+    """In an 80-column terminal a model or tokenizer path was shown as '/tmp/…/prepa…' (found in session 5):
+    long values now wrap, every character still printed."""
+    from rich.console import Console
+
+    from lrasr.report import summary_table
+
+    path = "/tmp/lrasr_qa_r/a_rather_long_workdir_name/prepare/tokenizer/tokenizer.model.and.more"
+    console = Console(width=80, record=True, color_system=None)
+    console.print(summary_table("prepare", [("tokenizer", path), ("utterances", 119)]))
+    text = console.export_text()
+    shown = "".join(ch for ch in text if ch not in " │┃\n")
+    assert path in shown and "…" not in text

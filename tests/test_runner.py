@@ -160,6 +160,20 @@ def test_changed_setting_reruns_that_stage_and_downstream_only(mini, override, e
     assert fakes.ran() == []
 
 
+def test_naming_a_corpus_card_reruns_nothing(mini):
+    """A card only checks a corpus folder's layout: adding one to a recipe that already ran used to rerun
+    every stage (found by a user writing a first recipe, session 5)."""
+    path, fakes = mini
+    (path.parent / "data" / "labeled" / "audio").mkdir()
+    (path.parent / "data" / "labeled" / "audio" / "u0.wav").write_bytes(b"RIFF")  # smc_msc's layout
+    _run(path)
+    fakes.ran()
+    carded = [{"format": "tsv", "path": "data/labeled/transcripts.tsv", "card": "smc_msc"}]
+    assert load_recipe(path, {"corpora.labeled": carded}).corpora.labeled[0].card == "smc_msc"
+    _run(path, {"corpora.labeled": carded})
+    assert fakes.ran() == []
+
+
 def test_lm_without_train_text_does_not_follow_prepare(mini):
     path, fakes = mini
     no_train = {"lm.include_train_text": False}
