@@ -385,3 +385,20 @@ def test_segment_names_keep_indic_file_names_whole():
     assert safe_stem(Path("a  b!!c.wav")) == "a_b_c" and safe_stem(Path("....wav")) == "audio"
     decomposed = "ക\u0d46\u0d3e"  # KA + E + AA: NFC composes the two vowel signs into one (U+0D4A)
     assert safe_stem(Path(decomposed + ".wav")) == "\u0d15\u0d4a"
+
+
+def test_lm_build_from_a_manifest_reads_its_text_column(tmp_path):
+    """`lrasr lm build prepare/train/manifest.tsv` read the table as plain text: its header, audio paths and
+    speaker ids became LM words (733 distinct words instead of 356 in a user's run, session 5)."""
+    from lrasr.decode.lm import arpa_unigrams, build_lm, read_text_files
+
+    manifest = tmp_path / "manifest.tsv"
+    manifest.write_text("id\taudio\tduration\ttext\tspeaker\n"
+                        "u1\taudio/u1.flac\t1.5\tഒന്ന് രണ്ട്\tspk9a\n"
+                        "u2\taudio/u2.flac\t2.0\tരണ്ട് മൂന്ന്\tspk9b\n", encoding="utf-8")
+    plain = tmp_path / "more.txt"
+    plain.write_text("നാല് ഒന്ന്\n", encoding="utf-8")
+    result = build_lm(read_text_files([manifest, plain]), tmp_path / "lm", order=2)
+    words = set(arpa_unigrams(tmp_path / "lm" / "lm.arpa")) - {"<s>", "</s>", "<unk>"}
+    assert words == {"ഒന്ന്", "രണ്ട്", "മൂന്ന്", "നാല്"}
+    assert result.summary()["sentences"] == 3

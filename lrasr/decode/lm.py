@@ -108,11 +108,18 @@ def normalized_lines(lines: Iterable[str], normalizer=None, stats: TextStats | N
 
 
 def read_text_files(paths: Sequence[str | Path]) -> Iterable[str]:
-    """Lines of UTF-8 text files; raises ``LrasrError`` naming a missing or undecodable file."""
+    """Lines of UTF-8 text files; of a ``.tsv`` table with a ``text`` column (a manifest, a labeled
+    corpus TSV), that column's cells: read as plain text, its header, audio paths and speaker ids went
+    into the LM. Raises ``LrasrError`` naming a missing or undecodable file."""
     for path in paths:
         path = Path(path)
         if not path.is_file():
             raise LrasrError("LM text file not found", path)
+        if _is_text_table(path):
+            from lrasr.data.manifest import read_user_tsv
+
+            yield from (f"{cell}\n" for cell in read_user_tsv(path)["text"])
+            continue
         with open(path, encoding="utf-8") as handle:
             line_no = 0
             try:
@@ -120,6 +127,15 @@ def read_text_files(paths: Sequence[str | Path]) -> Iterable[str]:
                     yield line
             except UnicodeDecodeError as exc:
                 raise LrasrError(f"not UTF-8 text ({exc.reason}); convert it with iconv", path, line_no + 1) from None
+
+
+def _is_text_table(path: Path) -> bool:
+    """A ``.tsv`` file whose first line is a header with a ``text`` column."""
+    if path.suffix.lower() != ".tsv":
+        return False
+    with open(path, "rb") as handle:
+        header = handle.readline().decode("utf-8-sig", errors="replace").rstrip("\r\n")
+    return "text" in header.split("\t")
 
 
 # ------------------------------------------------------------------------------------------ ARPA
