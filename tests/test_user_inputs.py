@@ -402,3 +402,16 @@ def test_lm_build_from_a_manifest_reads_its_text_column(tmp_path):
     words = set(arpa_unigrams(tmp_path / "lm" / "lm.arpa")) - {"<s>", "</s>", "<unk>"}
     assert words == {"ഒന്ന്", "രണ്ട്", "മൂന്ന്", "നാല്"}
     assert result.summary()["sentences"] == 3
+
+
+def test_labeled_tsv_speaker_id_column_gives_per_speaker_scores(tmp_path):
+    """`lrasr evaluate` on a user's TSV whose speakers are in `speaker_id` (Common Voice's, SMC's name)
+    scored every utterance as speaker '-' (session 5)."""
+    from lrasr.data.manifest import read_labeled_manifest
+
+    tsv = tmp_path / "t.tsv"
+    tsv.write_text("path\tspeaker_id\ttext\na.wav\tspk1\tone\nb.wav\tspk2\ttwo\n", encoding="utf-8")
+    assert list(read_labeled_manifest(tsv)["speaker"]) == ["spk1", "spk2"]
+    both = tmp_path / "both.tsv"
+    both.write_text("path\tspeaker\tspeaker_id\ttext\na.wav\tS\tspk1\tone\n", encoding="utf-8")
+    assert list(read_labeled_manifest(both)["speaker"]) == ["S"]  # an explicit speaker column wins

@@ -123,6 +123,8 @@ def read_labeled_manifest(path: str | Path) -> pd.DataFrame:
                          "a labeled manifest needs audio (or path) and text columns", path)
     if "id" not in frame.columns:
         frame.insert(0, "id", unique_stems([str(a) for a in frame["audio"]], "-"))
+    if "speaker" not in frame.columns and "speaker_id" in frame.columns:  # Common Voice's and SMC's name
+        frame["speaker"] = frame["speaker_id"]  # for the per-speaker scores
     return frame
 
 
