@@ -119,6 +119,25 @@ def test_dataset_loads_crops_resumes_position_and_reports_skips(tmp_path):
         assert all(np.array_equal(x.waveforms, y.waveforms) for x, y in zip(a, b))
 
 
+def test_crops_are_windows_of_the_audio_at_random_offsets_drawn_anew_each_epoch(tmp_path):
+    from lrasr.audio.decode import load
+
+    manifest = make_manifest(tmp_path, count=6, min_s=1.0, max_s=1.5)
+    data = AudioDataset([manifest], crop_min_seconds=0.3, crop_max_seconds=0.6, seed=2)
+    assert not np.allclose(data.lengths_seconds(0), data.lengths_seconds(1))
+    starts = []
+    for epoch in (0, 1):
+        for i in range(len(data)):
+            crop, full = data.load_item(epoch, i), load(data.paths[i], 16000)
+            assert len(crop) == round(data.lengths_seconds(epoch)[i] * 16000)
+            # where in the recording the crop comes from: the 16 samples it starts with, then all of it
+            heads = np.lib.stride_tricks.sliding_window_view(full, 16)
+            at = [p for p in np.flatnonzero((heads == crop[:16]).all(1)) if np.array_equal(full[p: p + len(crop)], crop)]
+            assert len(at) == 1, (epoch, i)
+            starts.append(at[0])
+    assert max(starts) > 4800 and len(set(starts)) == len(starts)  # not from the start, not repeated
+
+
 def test_dataset_errors(tmp_path):
     with pytest.raises(LrasrError, match="manifest not found"):
         AudioDataset([tmp_path / "missing.tsv"])
