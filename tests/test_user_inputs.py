@@ -415,3 +415,25 @@ def test_labeled_tsv_speaker_id_column_gives_per_speaker_scores(tmp_path):
     both = tmp_path / "both.tsv"
     both.write_text("path\tspeaker\tspeaker_id\ttext\na.wav\tS\tspk1\tone\n", encoding="utf-8")
     assert list(read_labeled_manifest(both)["speaker"]) == ["S"]  # an explicit speaker column wins
+
+
+def test_more_loader_workers_than_cores_are_capped_without_torch_warnings(tmp_path):
+    """`num_workers: 4` (the language recipes' value) on a 2-core machine printed torch's multi-line
+    DataLoader warning every epoch (session 5); the loader now uses at most the usable cores, same batches."""
+    import warnings
+
+    import torch
+    from test_train_support import make_manifest
+
+    from lrasr.train.batching import AudioDataset, iterate_groups, plan_epoch, usable_workers
+
+    cores = usable_workers(1 << 10)
+    assert cores >= 1 and usable_workers(0) == 0 and usable_workers(1) == 1
+    data = AudioDataset([make_manifest(tmp_path, count=4, min_s=0.4, max_s=0.8)])
+    plan = plan_epoch(data, 0, 2.0, 2.0, 1, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's "This DataLoader will create N worker processes" warning
+        many = [b for _, g in iterate_groups(data, plan, 0, 1, num_workers=cores + 3) for b in g]
+    plain = [b for _, g in iterate_groups(data, plan, 0, 1) for b in g]
+    assert [b.ids for b in many] == [b.ids for b in plain]
+    assert all(torch.equal(a.waveforms, b.waveforms) for a, b in zip(many, plain))

@@ -12,6 +12,7 @@ A data position is (epoch, group index): resuming skips the groups already train
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -306,13 +307,21 @@ class _SpecDataset(torch.utils.data.Dataset):
         return self.specs[i], self.dataset.collate(self.specs[i])
 
 
+def usable_workers(asked: int) -> int:
+    """``asked`` loader processes, at most as many as the CPU cores this process may run on: more only
+    compete with training for the cores (and torch warns about them in several lines every epoch)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(asked, cores))
+
+
 def iterate_groups(dataset: AudioDataset, plan: EpochPlan, rank: int, world_size: int, start_group: int = 0,
                    num_workers: int = 0, pin_memory: bool = False) -> Iterator[tuple[int, list[Batch]]]:
-    """Yield (group index, this rank's micro-batches of the group) from ``start_group`` on.
-    ``pin_memory`` (for a CUDA device) puts each batch's waveforms in page-locked memory."""
+    """Yield (group index, this rank's micro-batches of the group) from ``start_group`` on, loaded by
+    ``num_workers`` processes (capped by ``usable_workers``). ``pin_memory`` (for a CUDA device) puts each
+    batch's waveforms in page-locked memory."""
     specs = list(plan.rank_specs(rank, world_size, start_group))
     loader = torch.utils.data.DataLoader(_SpecDataset(dataset, specs), batch_size=None, shuffle=False,
-                                         num_workers=num_workers, collate_fn=_identity,
+                                         num_workers=usable_workers(num_workers), collate_fn=_identity,
                                          persistent_workers=False, pin_memory=pin_memory)
     current, batches = None, []
     for spec, batch in loader:

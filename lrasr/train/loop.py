@@ -133,7 +133,8 @@ from lrasr.errors import TrainingError
 from lrasr.report import warn
 from lrasr.train import checkpoint as ckpt
 from lrasr.train import distributed as D
-from lrasr.train.batching import Batch, accumulation_steps, filler_batch, iterate_groups, plan_epoch
+from lrasr.train.batching import (Batch, accumulation_steps, filler_batch, iterate_groups, plan_epoch,
+                                  usable_workers)
 from lrasr.train.resume import check_resume_settings, resume_settings
 from lrasr.train.schedule import from_config
 from lrasr.train.update import log_row, run_update
@@ -294,6 +295,9 @@ def train(task: Any, cfg: Any, out_dir: str | Path, device: str | torch.device |
             counters.load(synced)  # type: ignore[arg-type]
         return stop
 
+    if usable_workers(cfg.num_workers) < cfg.num_workers and info.is_main:
+        warn(f"num_workers: {cfg.num_workers} asked, {usable_workers(cfg.num_workers)} used (the CPU cores this "
+             "process may run on)")
     model.train()
     tick = time.perf_counter()
     while counters.step < total_steps and not stopped_early:
