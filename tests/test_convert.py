@@ -128,6 +128,14 @@ def test_normalize_waveform_survives_export_and_import(tmp_path):
     save_model_dir(tmp_path / "raw", raw_model, tok)
     export_hf(tmp_path / "raw", tmp_path / "raw_hf")
     assert model_config_from(tmp_path / "raw_hf", Wav2Vec2Config.preset("large")).normalize_waveform is False
+    # attention masks: what transformers' own configs ask for -- not for the group-norm (BASE) layout,
+    # which was trained on zero padding, always for the layer-norm (LARGE) one
+    raw_pre = json.loads((tmp_path / "raw_hf" / "preprocessor_config.json").read_text())
+    assert raw_pre["do_normalize"] is False and raw_pre["return_attention_mask"] is False
+    save_model_dir(tmp_path / "ln", Wav2Vec2ForCTC(tiny_cfg(extractor_mode="layer_norm"), len(tok.labels)), tok)
+    export_hf(tmp_path / "ln", tmp_path / "ln_hf")
+    ln_pre = json.loads((tmp_path / "ln_hf" / "preprocessor_config.json").read_text())
+    assert ln_pre["do_normalize"] is False and ln_pre["return_attention_mask"] is True
 
 
 def test_import_transformers_folder_legacy_weight_norm_and_bin(tmp_path):
