@@ -437,3 +437,21 @@ def test_more_loader_workers_than_cores_are_capped_without_torch_warnings(tmp_pa
     plain = [b for _, g in iterate_groups(data, plan, 0, 1) for b in g]
     assert [b.ids for b in many] == [b.ids for b in plain]
     assert all(torch.equal(a.waveforms, b.waveforms) for a, b in zip(many, plain))
+
+
+def test_recipe_validate_checks_every_file_given(tmp_path):
+    """`lrasr recipe validate a.yaml b.yaml c.yaml` stopped at the first bad file: the others' problems (or
+    their being fine) stayed unknown until it was fixed (session 5). Exit code 2 when any is bad."""
+    from typer.testing import CliRunner
+
+    from lrasr.cli import app
+
+    good = "name: g\nlanguage: ml\nworkdir: w\n"
+    (tmp_path / "a.yaml").write_text(good.replace("language: ml", "langauge: ml"), encoding="utf-8")
+    (tmp_path / "b.yaml").write_text(good, encoding="utf-8")
+    (tmp_path / "c.yaml").write_text(good + "lm: {order: x}\n", encoding="utf-8")
+    res = CliRunner().invoke(app, ["recipe", "validate", *(str(tmp_path / n) for n in ("a.yaml", "b.yaml", "c.yaml"))])
+    out = " ".join(res.output.split())
+    assert res.exit_code == 2, out
+    assert "a.yaml: langauge: unknown key" in out and "ok" in out and "b.yaml" in out and "lm.order" in out
+    assert "2 of 3 recipes have problems" in out
