@@ -197,6 +197,23 @@ def test_bad_inputs(trained, tmp_path):
     assert result.exit_code == 2 and "unknown export format" in result.output
 
 
+def test_recipe_masking_and_layerdrop_reach_the_model(trained):
+    """finetune.mask_* and layerdrop end up in the built model's config (read on every forward);
+    mask_channel_length defaults to d/12 (64 at BASE width); the feature encoder runs without
+    autograd only when frozen."""
+    from lrasr.stages.finetune import build_model
+
+    root, work, recipe, summary = trained
+    tok = CharTokenizer.from_texts(SENTENCES)
+    settings = dict(mask_time_prob=0.3, mask_time_length=4, mask_channel_prob=0.15, mask_channel_length=7,
+                    layerdrop=0.2)
+    model, info = build_model(load_recipe(write_recipe(root, work, **settings)), tok)
+    assert {k: getattr(model.cfg, k) for k in settings} == settings
+    assert info["freeze_feature_encoder"] is False and model.cfg.feature_grad_mult == 1.0  # from scratch
+    model, _ = build_model(load_recipe(write_recipe(root, work, freeze_feature_encoder=True)), tok)
+    assert model.cfg.mask_channel_length == MODEL["embed_dim"] // 12 == 5 and model.cfg.feature_grad_mult == 0.0
+
+
 def test_default_peak_lr_follows_model_width(trained):
     from lrasr.recipe import FinetuneConfig
 
