@@ -307,6 +307,16 @@ def call_stage(func: Callable[..., Any], recipe: Recipe, options: dict[str, Any]
     return func(recipe, **kwargs)
 
 
+def write_stamp(out: Path, parts: dict[str, str], seconds: float, summary: Any) -> dict[str, Any]:
+    """Mark the stage in ``out`` completed with inputs ``parts`` (a new token for downstream stages) and
+    drop its running marker; returns the stamp."""
+    stamp = {"fingerprint": combine(parts), "parts": parts, "token": uuid.uuid4().hex, "completed": time.time(),
+             "seconds": seconds, "lrasr": __version__, "summary": _jsonable(summary)}
+    write_json_atomic(out / STAMP, stamp)
+    (out / RUNNING).unlink(missing_ok=True)
+    return stamp
+
+
 def _jsonable(value: Any) -> Any:
     try:
         return json.loads(json.dumps(value, default=str))
@@ -380,11 +390,7 @@ def run_recipe(recipe: Recipe, from_stage: str | None = None, to_stage: str | No
             write_run_json(recipe, stages, info["options"], device, info)
             raise
         took = time.time() - start
-        stamp = {"fingerprint": digest, "parts": plan.parts, "token": uuid.uuid4().hex,
-                 "completed": time.time(), "seconds": took, "lrasr": __version__, "summary": _jsonable(summary)}
-        write_json_atomic(out / STAMP, stamp)
-        (out / RUNNING).unlink(missing_ok=True)
-        stamps[stage] = stamp
+        stamps[stage] = write_stamp(out, plan.parts, took, summary)
         ran.append(stage)
         seconds[stage] = took
         info["stages"][stage] = {"action": "ran", "reason": plan.reason, "seconds": round(took, 2)}

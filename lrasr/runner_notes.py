@@ -10,12 +10,13 @@ from lrasr.recipe import Recipe
 
 
 def never_run_reason(recipe: Recipe, stage: str, markers: tuple[str, ...]) -> str:
-    """Why a stage without a stamp runs: outputs left by the stage's own command (`lrasr prepare`) carry
-    no fingerprint, so `lrasr run` cannot know what they were made from and makes them again."""
+    """Why a stage without a stamp runs: outputs left by a run that was not the recipe's own (`lrasr
+    pretrain --max-steps`, `lrasr prepare --shard`) or by an lrasr before stage commands recorded their
+    runs carry no fingerprint, so `lrasr run` cannot know what they were made from and makes them again."""
     folder = recipe.stage_dir(stage)
     if folder.is_dir() and any(p.name not in markers for p in folder.iterdir()):
-        return (f"no completed `lrasr run` of it recorded; the outputs in {folder} (from `lrasr {stage}`?) "
-                "are made again")
+        return (f"no completed run with the recipe's settings recorded (`lrasr {stage}` with --max-steps or "
+                f"--shard records none); the outputs in {folder} are made again")
     return "not run yet"
 
 

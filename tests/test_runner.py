@@ -54,7 +54,7 @@ class Fakes:
             (recipe.stage_dir(stage) / "partial.bin").write_bytes(b"half")
             raise KeyboardInterrupt  # as when the user presses Ctrl-C or the job is killed
 
-    def prepare(self, recipe, jobs=None, shard=None, strict=False):
+    def prepare(self, recipe, jobs=None, shard=None, strict=False, merge=False):
         self._record("prepare", recipe, {"jobs": jobs})
         d = recipe.stage_dir("prepare")
         raw = sorted(p.name for p in recipe.corpora.unlabeled[0].path.iterdir())
@@ -172,6 +172,38 @@ def test_naming_a_corpus_card_reruns_nothing(mini):
     assert load_recipe(path, {"corpora.labeled": carded}).corpora.labeled[0].card == "smc_msc"
     _run(path, {"corpora.labeled": carded})
     assert fakes.ran() == []
+
+
+def test_stage_commands_record_completion_for_run(mini, monkeypatch):
+    """`lrasr prepare RECIPE` then `lrasr run RECIPE` made prepare again (hours on a large corpus): the
+    stage commands now stamp their stage as `lrasr run` does (session 5). A run with --max-steps other than
+    the recipe's (or a --shard of prepare) is not the recipe's result: it leaves no stamp, and drops an
+    older one."""
+    from typer.testing import CliRunner
+
+    from lrasr.cli import app
+    from lrasr.stages import finetune, prepare, pretrain
+
+    path, fakes = mini
+    for module, stage in ((prepare, "prepare"), (pretrain, "pretrain"), (finetune, "finetune")):
+        monkeypatch.setattr(module, f"run_{stage}", getattr(fakes, stage))
+    monkeypatch.setattr(pretrain, "summary_rows", lambda summary: list(summary.items()))
+    cli = CliRunner()
+    for args in (["prepare", str(path)], ["pretrain", str(path)], ["finetune", str(path)]):
+        res = cli.invoke(app, args)
+        assert res.exit_code == 0, res.output
+    assert fakes.ran() == ["prepare", "pretrain", "finetune"]
+    stamp = json.loads((path.parent / "work" / "prepare" / ".stamp.json").read_text())
+    assert stamp["summary"] == {"hours": 1.0}
+    out = _run(path)
+    assert fakes.ran() == ["lm", "evaluate"] and out.skipped == ["prepare", "pretrain", "finetune"]
+    # not the recipe's own settings: no stamp, the old one dropped; `lrasr run` redoes it and what follows
+    res = cli.invoke(app, ["finetune", str(path), "--max-steps", "2"])
+    assert res.exit_code == 0, res.output
+    assert not (path.parent / "work" / "finetune" / ".stamp.json").exists()
+    fakes.ran()
+    _run(path)
+    assert fakes.ran() == ["finetune", "evaluate"]
 
 
 def test_lm_without_train_text_does_not_follow_prepare(mini):

@@ -21,11 +21,15 @@ def finetune(
 ) -> None:
     """CTC fine-tuning on the labeled train split, with dev WER/CER (torchrun for multi-GPU)."""
     from lrasr.report import console, summary_table
+    from lrasr.stage_command import stage_command
     from lrasr.stages.finetune import run_finetune
     from lrasr.train.distributed import env_info, shutdown_distributed
 
+    loaded = load(recipe, workdir)
+    complete = max_steps is None or max_steps == getattr(loaded.finetune, "max_steps", None)  # else `lrasr run` redoes it
     try:
-        summary = run_finetune(load(recipe, workdir), device=device, resume=resume, max_steps=max_steps)
+        with stage_command(loaded, "finetune", complete) as record:  # `lrasr run` then skips it
+            summary = record["summary"] = run_finetune(loaded, device=device, resume=resume, max_steps=max_steps)
     except BaseException:
         shutdown_distributed(completed=False)
         raise

@@ -30,9 +30,12 @@ def prepare(
     Exits non-zero only when nothing usable was produced (or with --strict).
     """
     from lrasr.errors import LrasrError
+    from lrasr.stage_command import stage_command
     from lrasr.stages.prepare import parse_shard, run_prepare
 
     if shard is not None and merge:
         raise LrasrError("--shard and --merge exclude each other: run the shards first, then --merge")
     shard_t = parse_shard(shard)  # a bad value fails before the recipe is even loaded
-    run_prepare(load(recipe, workdir), jobs=jobs, shard=shard_t, strict=strict, merge=merge)
+    loaded = load(recipe, workdir)
+    with stage_command(loaded, "prepare", complete=shard_t is None) as record:  # `lrasr run` then skips it
+        record["summary"] = run_prepare(loaded, jobs=jobs, shard=shard_t, strict=strict, merge=merge)

@@ -19,11 +19,15 @@ def pretrain(
 ) -> None:
     """wav2vec 2.0 self-supervised pretraining on the prepared unlabeled audio (torchrun for multi-GPU)."""
     from lrasr.report import err_console, summary_table
+    from lrasr.stage_command import stage_command
     from lrasr.stages.pretrain import run_pretrain, summary_rows
     from lrasr.train.distributed import env_info, shutdown_distributed
 
+    loaded = load(recipe, workdir)
+    complete = max_steps is None or max_steps == getattr(loaded.pretrain, "max_steps", None)  # else `lrasr run` redoes it
     try:
-        summary = run_pretrain(load(recipe, workdir), device=device, resume=resume, max_steps=max_steps)
+        with stage_command(loaded, "pretrain", complete) as record:  # `lrasr run` then skips it
+            summary = record["summary"] = run_pretrain(loaded, device=device, resume=resume, max_steps=max_steps)
     except BaseException:
         shutdown_distributed(completed=False)
         raise
