@@ -249,6 +249,28 @@ def test_pretrain_task_loss_is_a_sum_over_masked_frames():
     assert metrics["accuracy"] == out.metrics["accuracy"] and set(metrics) >= METRIC_KEYS - {"loss", "grad_norm", "lr", "audio_seconds_per_second"}
 
 
+def test_recipe_crop_range_and_seed_reach_the_dataset(tmp_path, speech_dir, monkeypatch):
+    """run_pretrain's dataset crops with the recipe's range and seed (what cropping does is tested in
+    test_train_batching); stopped right after the dataset is built."""
+    import lrasr.stages.pretrain as stage
+
+    built, real = [], stage.AudioDataset
+
+    class Built(Exception):
+        pass
+
+    def record(*args, **kwargs):
+        built.append(real(*args, **kwargs))
+        raise Built
+
+    recipe = load_recipe(_recipe(tmp_path, speech_dir, crop_min_seconds=0.7, crop_max_seconds=1.3))
+    with monkeypatch.context() as patch:
+        patch.setattr(stage, "AudioDataset", record)
+        with pytest.raises(Built):
+            stage.run_pretrain(recipe)
+    assert built[0].crop == (0.7, 1.3) and built[0].seed == recipe.seed and len(built[0]) == 12
+
+
 def test_include_labeled_adds_the_train_manifest(tmp_path, speech_dir):
     from lrasr.stages.pretrain import _manifests
 
