@@ -15,8 +15,8 @@ def never_run_reason(recipe: Recipe, stage: str, markers: tuple[str, ...]) -> st
     runs carry no fingerprint, so `lrasr run` cannot know what they were made from and makes them again."""
     folder = recipe.stage_dir(stage)
     if folder.is_dir() and any(p.name not in markers for p in folder.iterdir()):
-        return (f"no completed run with the recipe's settings recorded (`lrasr {stage}` with --max-steps or "
-                f"--shard records none); the outputs in {folder} are made again")
+        return (f"no completed run with the recipe's settings recorded (`lrasr {stage} RECIPE` records one; "
+                f"--max-steps, --shard or calling the stage function does not); the outputs in {folder} are made again")
     return "not run yet"
 
 

@@ -153,7 +153,8 @@ def test_run_after_prepare_says_why_prepare_reruns_and_what_the_lm_was_built_fro
     run_prepare(recipe)  # `lrasr prepare` alone leaves outputs but no record of a completed run
     plan = {p.stage: p for p in runner.make_plan(recipe)}
     assert plan["prepare"].action == "run"
-    assert "from `lrasr prepare`?" in plan["prepare"].reason and plan["prepare"].reason != "not run yet"
+    assert "no completed run with the recipe's settings recorded" in plan["prepare"].reason
+    assert "`lrasr prepare RECIPE` records one" in plan["prepare"].reason
     said: list[str] = []
     runner.run_recipe(recipe, echo=said.append)
     note = [s for s in said if s.startswith("lm: 2-gram from")]
