@@ -7,14 +7,14 @@ directory. Errors name the file and the key's dotted path, never a traceback.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from lrasr.errors import RecipeError
+from lrasr.recipe_errors import format_validation_error
 
 STAGES = ("prepare", "pretrain", "finetune", "lm", "evaluate")
 
@@ -281,68 +281,6 @@ class Recipe(Section):
         return [s for s in STAGES if wanted[s]]
 
 
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        else:
-            parts.append(("." if parts else "") + str(item))
-    return "".join(parts) or "(top level)"
-
-
-def _format_validation_error(err: ValidationError, source: Path | str) -> str:
-    lines = []
-    for e in err.errors():
-        loc = tuple(x for x in e["loc"] if not (isinstance(x, str) and x in ("function-after",)))
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        if e["type"] == "extra_forbidden" and loc and isinstance(loc[-1], str):
-            msg += _did_you_mean(loc)
-        if e["type"] == "missing" and loc and isinstance(loc[-1], str):
-            msg = "required key missing" + _choices(loc)  # pydantic says 'Field required'
-        lines.append(f"{source}: {_format_loc(loc)}: {msg}")
-    return "\n".join(lines)
-
-
-def _section_model(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside a field's annotation (``X``, ``X | None``, ``list[X]``), if any."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation):
-        found = _section_model(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _section_of(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The section model holding the key at ``loc`` (``corpora.labeled[0].format`` -> LabeledCorpus)."""
-    model: type[BaseModel] | None = Recipe
-    for part in loc[:-1]:
-        if isinstance(part, int):
-            continue
-        field = model.model_fields.get(part) if model is not None else None
-        model = _section_model(field.annotation) if field is not None else None
-        if model is None:
-            return None
-    return model
-
-
-def _did_you_mean(loc: tuple[Any, ...]) -> str:
-    """" (did you mean X?)" for a misspelt key, from the fields of the section it sits in; else ""."""
-    model = _section_of(loc)
-    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6) if model else []
-    return f" (did you mean {close[0]}?)" if close else ""
-
-
-def _choices(loc: tuple[Any, ...]) -> str:
-    """": one of a, b, c" for a missing key whose values are a fixed list (a corpus's format); else ""."""
-    model = _section_of(loc)
-    field = model.model_fields.get(str(loc[-1])) if model else None
-    values = [a for a in get_args(field.annotation) if isinstance(a, str)] if field else []
-    return f": one of {', '.join(values)}" if values else ""
-
-
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     """Make every recipe path absolute against ``base`` (the recipe's folder), in place."""
 
@@ -417,7 +355,7 @@ def load_recipe(
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as err:
-        raise RecipeError(_format_validation_error(err, path)) from None
+        raise RecipeError(format_validation_error(err, path, Recipe)) from None
     recipe.source = path.resolve()
     from lrasr.corpora import card_problems  # corpus cards: unknown card, wrong format or folder layout
 
