@@ -130,6 +130,12 @@ def test_foreign_script_lines_are_skipped_and_counted(tmp_path):
     lines = ["അത്തം പത്തോണം", "this is english", "പാലം കടക്കുവോളം നാരായണ", ""] * 5
     result = build_lm(lines, tmp_path / "lm", order=2, normalizer=Normalizer("ml", TextConfig()), language="ml")
     assert result.stats.sentences == 10 and result.stats.foreign == 5 and result.stats.empty == 5
+    assert result.stats.words == 25  # 5 x (2 + 3)
+    # without a language: NFC, lowercase, whitespace collapsed
+    import unicodedata
+
+    assert list(normalized_lines(["  Hello\tWorld ", unicodedata.normalize("NFD", "Café au lait")])) == [
+        "hello world", "café au lait"]
     assert "english" not in (tmp_path / "lm" / "unigrams.txt").read_text(encoding="utf-8")
 
 
@@ -189,6 +195,10 @@ def test_run_lm_stage_uses_text_corpora_and_train_transcripts(tmp_path):
     bigrams = _ngram_counts(recipe.workdir / "lm" / "lm.arpa")[2]
     pruned = run_lm(recipe.model_copy(update={"lm": recipe.lm.model_copy(update={"prune": [0, 1]})}))
     assert pruned["order"] == 2 and _ngram_counts(recipe.workdir / "lm" / "lm.arpa")[2] < bigrams
+    # lm.include_train_text: false leaves the transcripts out
+    text_only = run_lm(recipe.model_copy(update={"lm": recipe.lm.model_copy(update={"include_train_text": False})}))
+    words = set((recipe.workdir / "lm" / "unigrams.txt").read_text(encoding="utf-8").split())
+    assert text_only["sentences"] == 2 and "ആന" not in words and "അത്തം" in words
 
 
 def _ngram_counts(arpa: Path) -> dict[int, int]:
