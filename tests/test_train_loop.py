@@ -186,12 +186,13 @@ def test_updates_are_adamw_on_the_clipped_mean_gradient(manifest, tmp_path):
     ref = RegressionTask(manifest, seed=0).model
     opt = torch.optim.AdamW(ref.parameters(), lr=cfg.lr, betas=(0.7, 0.8), eps=1e-4, weight_decay=0.3)
     mult = from_config(cfg, 3)
-    norms = []
+    norms, losses = [], []
     for step in (0, 1, 2):  # the step argument of compute_loss counts from 0
         opt.zero_grad()
         outs = [original(ref, batch, step) for batch in used[step]]
         sum(loss for loss, _, _ in outs).backward()
         size = sum(n for _, _, n in outs)
+        losses.append(sum(float(loss.detach()) for loss, _, _ in outs) / size)
         for p in ref.parameters():
             p.grad /= size
         norms.append(float(torch.nn.utils.clip_grad_norm_(list(ref.parameters()), 0.05)))
@@ -200,6 +201,9 @@ def test_updates_are_adamw_on_the_clipped_mean_gradient(manifest, tmp_path):
     assert min(norms) > 0.1  # clipping changed every update
     assert [r["grad_norm"] for r in result.history] == pytest.approx(norms, rel=1e-5)
     assert [r["lr"] for r in result.history] == pytest.approx([0.05 * mult(k) for k in range(3)])
+    # logged: the loss per sample, and the task's per-sample metric averaged weighted by sample size
+    assert [r["loss"] for r in result.history] == pytest.approx(losses, rel=1e-5)
+    assert [r["mse"] for r in result.history] == pytest.approx(losses, rel=1e-5)
     torch.testing.assert_close(flat_weights(task.model), flat_weights(ref), rtol=1e-5, atol=1e-6)
 
 
