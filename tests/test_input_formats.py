@@ -199,3 +199,26 @@ def test_spreadsheet_tsv_as_a_labeled_manifest(tmp_path):
     frame = read_labeled_manifest(path)
     assert frame["text"].tolist() == [row[1] for row in SPREADSHEET_ROWS[1:]] + ['"Run," he said']
     assert frame["id"].tolist() == ["a", "b", "c", "d", "e", "g"]
+
+
+def test_quoted_line_break_in_the_first_column(tmp_path):
+    """A table whose first column is the transcript (text, path): a cell with a line break there was not
+    joined (the line closing it has as many fields as a row), so the row was rejected and the rest of the
+    cell was paired with its audio as a transcript. A literal quote opening such a row still stays text."""
+    import csv
+    import io
+
+    from lrasr.data.ingest import ingest_corpus
+    from lrasr.recipe import LabeledCorpus
+
+    out = io.StringIO()
+    csv.writer(out, dialect="excel-tab").writerows([["text", "path"], ["two lines\nin one cell", "a.wav"],
+                                                    ["plain", "b.wav"]])
+    path = tmp_path / "t.tsv"
+    path.write_text(out.getvalue() + '"Hello," she said\tc.wav\r\nends with a quote"\td.wav\r\n', encoding="utf-8")
+    corpus = LabeledCorpus(format="tsv", path=path, text_column="text", audio_column="path")
+    items, rejects = ingest_corpus(corpus)
+    assert [(it.audio.name, it.text, it.line) for it in items] == [
+        ("a.wav", "two lines\nin one cell", 2), ("b.wav", "plain", 4), ("c.wav", '"Hello," she said', 5),
+        ("d.wav", 'ends with a quote"', 6)]
+    assert not rejects.rows

@@ -87,14 +87,23 @@ def records(lines: list[tuple[int, str | None, str]]) -> Iterator[tuple[int, lis
 def _joined(lines: list[tuple[int, str | None, str]], index: int, width: int) -> tuple[list[str], int]:
     """(fields, lines used after the first) of the record starting at ``lines[index]``, whose last
     quoted field is open at the end of its line: the following lines are its continuation up to the
-    closing quote if that gives ``width`` fields and none of them is a row of ``width`` fields by itself.
-    Otherwise the line alone, that field literal (a stray quote must not swallow the rows after it)."""
+    closing quote if that gives ``width`` fields. Otherwise the line alone, that field literal (a stray
+    quote must not swallow the rows after it): a line that is a row of ``width`` fields by itself ends
+    the search. When the open field is the record's first, the line closing it has ``width`` fields
+    like any row, so there the first line is judged instead: a row of ``width`` fields by itself is
+    literal (``"Hello," she said<TAB>a.wav``), a shorter one is continued."""
     text = lines[index][1] or ""
+    first_open = _first_open(text)
+    if first_open and len(split_fields(text)) >= width:
+        return split_fields(text), 0
     for used in range(1, MAX_JOINED_LINES + 1):
         if index + used >= len(lines):
             break
         more = lines[index + used][1]
-        if more is None or len(split_fields(more)) == width:
+        if more is None:
+            break
+        row_alone = len(split_fields(more)) == width
+        if row_alone and not first_open:
             break
         text += "\n" + more
         fields = split_fields(text, allow_open=True)
@@ -102,4 +111,12 @@ def _joined(lines: list[tuple[int, str | None, str]], index: int, width: int) ->
             if len(fields) == width:
                 return fields, used
             break
+        if row_alone and first_open and _first_open(text):  # still open after a whole row: the quote was literal
+            break
+        first_open = first_open and _first_open(text)  # once the first field closed, a later one is open
     return split_fields(lines[index][1] or ""), 0
+
+
+def _first_open(text: str) -> bool:
+    """Whether ``text`` starts with a quoted field that is still open at its end."""
+    return text.startswith('"') and _quoted(text, 0) == (None, None)
