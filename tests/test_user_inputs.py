@@ -455,3 +455,23 @@ def test_recipe_validate_checks_every_file_given(tmp_path):
     assert res.exit_code == 2, out
     assert "a.yaml: langauge: unknown key" in out and "ok" in out and "b.yaml" in out and "lm.order" in out
     assert "2 of 3 recipes have problems" in out
+
+
+def test_lm_build_from_a_common_voice_table_reads_its_sentences(tmp_path):
+    """`lrasr lm build validated.tsv` (Common Voice names its transcript column `sentence`) read the table as
+    plain text: its header, client ids, clip names and vote counts became LM words. A .tsv table with
+    neither a text nor a sentence column is refused, naming its columns (review V)."""
+    from lrasr.decode.lm import read_text_files
+    from lrasr.errors import LrasrError
+
+    cv = tmp_path / "validated.tsv"
+    cv.write_text("client_id\tpath\tsentence\tup_votes\n"
+                  "abc123\tcommon_voice_te_1.mp3\tఒకటి రెండు\t2\n", encoding="utf-8")
+    assert list(read_text_files([cv])) == ["ఒకటి రెండు\n"]
+    other = tmp_path / "other.tsv"
+    other.write_text("path\ttranscript\na.wav\tఒకటి\n", encoding="utf-8")
+    with pytest.raises(LrasrError, match=r"other\.tsv.*path, transcript"):
+        list(read_text_files([other]))
+    single = tmp_path / "lines.tsv"  # one column: sentences, one a line, whatever the extension
+    single.write_text("ఒకటి రెండు\nమూడు\n", encoding="utf-8")
+    assert list(read_text_files([single])) == ["ఒకటి రెండు\n", "మూడు\n"]

@@ -109,16 +109,18 @@ def normalized_lines(lines: Iterable[str], normalizer=None, stats: TextStats | N
 
 def read_text_files(paths: Sequence[str | Path]) -> Iterable[str]:
     """Lines of UTF-8 text files; of a ``.tsv`` table with a ``text`` column (a manifest, a labeled
-    corpus TSV), that column's cells: read as plain text, its header, audio paths and speaker ids went
-    into the LM. Raises ``LrasrError`` naming a missing or undecodable file."""
+    corpus TSV) or a ``sentence`` column (Common Voice), that column's cells: read as plain text, its
+    header, audio paths and speaker ids went into the LM. Raises ``LrasrError`` naming a missing or
+    undecodable file, or a .tsv table with neither column."""
     for path in paths:
         path = Path(path)
         if not path.is_file():
             raise LrasrError("LM text file not found", path)
-        if _is_text_table(path):
+        column = _text_column(path)
+        if column is not None:
             from lrasr.data.manifest import read_user_tsv
 
-            yield from (f"{cell}\n" for cell in read_user_tsv(path)["text"])
+            yield from (f"{cell}\n" for cell in read_user_tsv(path)[column])
             continue
         with open(path, encoding="utf-8") as handle:
             line_no = 0
@@ -129,13 +131,24 @@ def read_text_files(paths: Sequence[str | Path]) -> Iterable[str]:
                 raise LrasrError(f"not UTF-8 text ({exc.reason}); convert it with iconv", path, line_no + 1) from None
 
 
-def _is_text_table(path: Path) -> bool:
-    """A ``.tsv`` file whose first line is a header with a ``text`` column."""
+TEXT_COLUMNS = ("text", "sentence")  # lrasr's manifests and labeled TSVs; Common Voice's tables
+
+
+def _text_column(path: Path) -> str | None:
+    """The transcript column of a ``.tsv`` table (None: not a .tsv, or one column: plain text). A table
+    with several columns but none of ``TEXT_COLUMNS`` raises ``LrasrError`` naming them."""
     if path.suffix.lower() != ".tsv":
-        return False
+        return None
     with open(path, "rb") as handle:
-        header = handle.readline().decode("utf-8-sig", errors="replace").rstrip("\r\n")
-    return "text" in header.split("\t")
+        header = handle.readline().decode("utf-8-sig", errors="replace").rstrip("\r\n").split("\t")
+    found = [c for c in TEXT_COLUMNS if c in header]
+    if found:
+        return found[0]
+    if len(header) > 1:
+        raise LrasrError(f"a table with columns {', '.join(header)} but no {' or '.join(TEXT_COLUMNS)} column: give "
+                         "a plain text file (one sentence a line) or a table whose transcripts are in a 'text' column",
+                         path)
+    return None
 
 
 # ------------------------------------------------------------------------------------------ ARPA
