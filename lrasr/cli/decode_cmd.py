@@ -78,7 +78,8 @@ def transcribe(
 @user_errors
 def lm_build(
     text: List[Path] = typer.Argument(..., help="UTF-8 text files, one sentence a line, or .tsv tables with a "
-                                                "text column (manifests: that column is read)."),
+                                                "text column (manifests) or Common Voice's sentence column: that "
+                                                "column is read."),
     output: Path = typer.Option(..., "--output", "-o", help="LM folder to write."),
     order: Optional[int] = typer.Option(None, "--order", "-n", help="n-gram order (default: the recipe default, 3)."),
     language: Optional[str] = typer.Option(None, help="Language code: normalize the text as the acoustic data."),
