@@ -475,3 +475,17 @@ def test_lm_build_from_a_common_voice_table_reads_its_sentences(tmp_path):
     single = tmp_path / "lines.tsv"  # one column: sentences, one a line, whatever the extension
     single.write_text("ఒకటి రెండు\nమూడు\n", encoding="utf-8")
     assert list(read_text_files([single])) == ["ఒకటి రెండు\n", "మూడు\n"]
+
+
+def test_an_empty_tsv_is_a_one_line_error(tmp_path):
+    """An empty (0-byte or blank) .tsv given to transcribe, evaluate or lm build as a manifest ended in pandas'
+    EmptyDataError traceback (review V): now an LrasrError naming the file."""
+    from lrasr.data.manifest import read_labeled_manifest, read_user_tsv
+    from lrasr.errors import LrasrError
+
+    for content in (b"", b"\n", b"\r\n\r\n"):
+        path = tmp_path / "empty.tsv"
+        path.write_bytes(content)
+        for read in (read_user_tsv, read_labeled_manifest):
+            with pytest.raises(LrasrError, match=r"empty\.tsv.*is empty: no header line"):
+                read(path)

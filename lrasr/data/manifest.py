@@ -61,6 +61,9 @@ def read_manifest(path: str | Path, required: Iterable[str] = ("id", "audio", "d
     try:
         frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE,
                             escapechar="\\", encoding="utf-8")
+    except pd.errors.EmptyDataError:  # 0 bytes or blank lines only (pandas' own traceback otherwise)
+        raise LrasrError("the file is empty: no header line (a manifest's first line names its columns)",
+                         path) from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise LrasrError(f"not a valid manifest ({exc})", path) from None
     missing = [c for c in required if c not in frame.columns]
