@@ -184,6 +184,21 @@ def test_best_path_collapses_repeats_and_blanks():
     assert best_path(lp) == [(1, 0, 2), (1, 3, 4), (2, 4, 6)]
 
 
+def test_greedy_word_times_span_each_words_frames():
+    """A word starts at its first letter's first frame and ends after its last letter's last frame
+    (letters held over several frames, as a trained model emits them), 20 ms per frame."""
+    from lrasr.text.tokenizer import CharTokenizer
+
+    tok = CharTokenizer.from_texts(["ab c"])
+    a, b, c, bar = (tok.labels.index(x) for x in "abc|")
+    lp = np.full((11, len(tok.labels)), -5.0, np.float32)
+    for frame, t in enumerate([a, a, 0, b, b, b, bar, 0, c, c, 0]):
+        lp[frame, t] = 0.0
+    hyp = greedy_hypothesis(lp, tok)
+    assert hyp.text == "ab c"
+    assert [(w.text, w.start, w.end) for w in hyp.words] == [("ab", 0.0, 0.12), ("c", 0.16, 0.2)]
+
+
 @pytest.mark.shared
 def test_skipping_sure_blank_frames_changes_nothing(ml_setup, monkeypatch):
     """Runs of near-certain blanks (as a trained model emits between letters) are skipped in beam
