@@ -489,3 +489,18 @@ def test_an_empty_tsv_is_a_one_line_error(tmp_path):
         for read in (read_user_tsv, read_labeled_manifest):
             with pytest.raises(LrasrError, match=r"empty\.tsv.*is empty: no header line"):
                 read(path)
+
+
+def test_a_repeated_column_reads_the_same_quoted_or_not(tmp_path):
+    """A user's TSV with two columns of one name: pandas numbers the second (text.1), but the spreadsheet
+    reader (taken when a field starts with a quote) kept both names, so frame["text"] was a table and
+    evaluate/transcribe failed with a traceback (review V). Both readers now give the same columns."""
+    from lrasr.data.manifest import read_labeled_manifest
+
+    plain, quoted = tmp_path / "plain.tsv", tmp_path / "quoted.tsv"
+    plain.write_text("path\ttext\ttext\na.wav\thi there\tx\n", encoding="utf-8")
+    quoted.write_text('path\ttext\ttext\na.wav\t"hi\tthere"\tx\n', encoding="utf-8")
+    for path, text in ((plain, "hi there"), (quoted, "hi\tthere")):
+        frame = read_labeled_manifest(path)
+        assert list(frame.columns) == ["id", "audio", "text", "text.1"]
+        assert frame["text"].tolist() == [text] and frame["text.1"].tolist() == ["x"]

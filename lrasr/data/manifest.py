@@ -100,7 +100,19 @@ def _spreadsheet_tsv(path: Path) -> pd.DataFrame | None:
         rows.append([f.strip() if not rows else f for f in fields])
     if not rows:
         return None
-    return _numbers(pd.DataFrame(rows[1:], columns=rows[0], dtype=str))
+    return _numbers(pd.DataFrame(rows[1:], columns=_unique_columns(rows[0]), dtype=str))
+
+
+def _unique_columns(header: list[str]) -> list[str]:
+    """A header's names, a repeated one numbered ``name.1``, ``name.2`` as pandas' reader numbers them (the
+    first keeps its name): a frame with two ``text`` columns gives a table, not a column, for ``frame["text"]``."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in header:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        out.append(name if count == 0 else f"{name}.{count}")
+    return out
 
 
 def read_user_tsv(path: str | Path) -> pd.DataFrame:
