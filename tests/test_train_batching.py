@@ -173,6 +173,10 @@ def test_schedule_chosen_from_config():
     assert pre(7) == pytest.approx(1.0) and pre(3) == pytest.approx(0.5)  # default warmup 8% = 8 steps
     fine = from_config(FinetuneConfig(), 100)
     assert fine(0) == pytest.approx(0.01) and fine(100) == pytest.approx(0.05)
+    # the recipe's stage ratios and final scale: 20 warmup, 30 hold, 50 decay to 0.1
+    own = from_config(FinetuneConfig(tri_stage=(0.2, 0.3, 0.5), final_lr_scale=0.1), 100)
+    assert own(10) == pytest.approx(0.505) and own(20) == own(49) == 1.0 and own(50) == 1.0
+    assert own(75) == pytest.approx(0.1 ** 0.5) and own(100) == pytest.approx(0.1)
 
 
 def test_unreadable_audio_is_left_out_with_a_warning(tmp_path, capsys):
