@@ -163,3 +163,19 @@ def test_same_named_recordings_get_numbered_subtitles_and_a_warning(tmp_path, ca
     assert written[1].read_text(encoding="utf-8") == "1\n00:00:00,500 --> 00:00:00,900\nഒന്ന്\n"
     err = " ".join(capsys.readouterr().err.split())
     assert "1 recording(s) share a file name" in err and "rec/day2/talk.wav -> talk.2.srt" in err
+
+
+def test_numbered_subtitle_names_never_take_another_recordings_name(tmp_path):
+    """x/a.wav, y/a.wav and z/a.2.wav: the second was numbered a.2, the name of the third, whose subtitles
+    then replaced it (one recording's file silently lost; review V). Numbers skip names in use."""
+    from lrasr.data.manifest import unique_stems
+    from lrasr.decode.output import write_results
+    from lrasr.decode.transcribe import FileResult
+    from lrasr.decode.types import Hypothesis, Word
+
+    texts = {"x/a.wav": "one", "y/a.wav": "two", "z/a.2.wav": "three"}
+    results = [FileResult(Path(p), Hypothesis(t, [Word(t, 0.0, 1.0)]), 1.0) for p, t in texts.items()]
+    written = write_results(results, "srt", str(tmp_path / "subs") + "/")
+    assert [p.name for p in written] == ["a.srt", "a.3.srt", "a.2.srt"]
+    assert [p.read_text(encoding="utf-8").splitlines()[2] for p in written] == ["one", "two", "three"]
+    assert unique_stems(["a.wav", "b/a.wav", "a-2.wav", "c/a-2.wav"], "-") == ["a", "a-3", "a-2", "a-2-2"]

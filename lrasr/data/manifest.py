@@ -152,13 +152,25 @@ def with_audio_column(frame: pd.DataFrame) -> pd.DataFrame | None:
 
 
 def unique_stems(paths: Iterable[str | Path], sep: str) -> list[str]:
-    """The paths' file stems, a repeated one numbered ``<stem><sep>2``, ``<stem><sep>3`` ... in order."""
-    seen: dict[str, int] = {}
+    """The paths' file stems, a repeated one numbered ``<stem><sep>2``, ``<stem><sep>3`` ... in order,
+    skipping numbers that are another path's own stem (``a.wav``, ``b/a.wav``, ``a.2.wav`` give ``a``,
+    ``a.3``, ``a.2``: the second file must not take the third's name). All names differ."""
+    stems = [Path(path).stem for path in paths]
+    taken = set(stems)
+    first: set[str] = set()
+    next_number: dict[str, int] = {}
     names = []
-    for path in paths:
-        stem = Path(path).stem
-        seen[stem] = seen.get(stem, 0) + 1
-        names.append(stem if seen[stem] == 1 else f"{stem}{sep}{seen[stem]}")
+    for stem in stems:
+        if stem not in first:
+            first.add(stem)
+            names.append(stem)
+            continue
+        number = next_number.get(stem, 2)
+        while f"{stem}{sep}{number}" in taken:
+            number += 1
+        next_number[stem] = number + 1
+        taken.add(f"{stem}{sep}{number}")
+        names.append(f"{stem}{sep}{number}")
     return names
 
 
