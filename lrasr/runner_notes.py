@@ -15,9 +15,17 @@ def never_run_reason(recipe: Recipe, stage: str, markers: tuple[str, ...]) -> st
     runs carry no fingerprint, so `lrasr run` cannot know what they were made from and makes them again."""
     folder = recipe.stage_dir(stage)
     if folder.is_dir() and any(p.name not in markers for p in folder.iterdir()):
-        return (f"no completed run with the recipe's settings recorded (`lrasr {stage} RECIPE` records one; "
-                f"--max-steps, --shard or calling the stage function does not); the outputs in {folder} are made again")
+        if stage in STAGE_COMMANDS:
+            return (f"no completed run with the recipe's settings recorded (`lrasr {stage} RECIPE` records one; "
+                    f"--max-steps, --shard or calling the stage function does not); the outputs in {folder} are "
+                    "made again")
+        # `lrasr lm build/tune` and `lrasr evaluate` take no recipe: only `lrasr run` records these stages
+        return (f"no completed `lrasr run` of this stage recorded (files written into {folder} by other "
+                "commands are not); its outputs are made again")
     return "not run yet"
+
+
+STAGE_COMMANDS = ("prepare", "pretrain", "finetune")  # the stages whose own command records its run (stage_command)
 
 
 def check_eval_split(recipe: Recipe) -> None:

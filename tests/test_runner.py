@@ -521,3 +521,19 @@ def test_folder_digest_without_workdir_is_unchanged(tmp_path, mini):
     cache = HashCache(None)
     assert runner.input_digest(cache, folder, recipe) == cache.digest(folder)
     assert runner.input_digest(cache, folder / "text.txt", recipe) == cache.digest(folder / "text.txt")
+
+
+def test_never_run_reason_names_only_commands_that_exist(mini):
+    """A stage folder holding files but no stamp: the reason told users of the lm stage that `lrasr lm RECIPE`
+    records a run, a command that does not exist (`lrasr lm` is build/tune, with no recipe; review V)."""
+    from lrasr.runner_notes import never_run_reason
+
+    path, _ = mini
+    recipe = load_recipe(path)
+    for stage in ("finetune", "lm", "evaluate"):
+        recipe.stage_dir(stage).mkdir(parents=True, exist_ok=True)
+        (recipe.stage_dir(stage) / "left.bin").write_bytes(b"x")
+    assert "`lrasr finetune RECIPE` records one" in never_run_reason(recipe, "finetune", ())
+    for stage in ("lm", "evaluate"):
+        reason = never_run_reason(recipe, stage, ())
+        assert f"`lrasr {stage} RECIPE`" not in reason and "no completed `lrasr run` of this stage" in reason
