@@ -347,6 +347,38 @@ def test_same_seed_same_weights_and_metrics(trained, tmp_path):
     assert w1.keys() == w2.keys() and all(w1[k].equal(w2[k]) for k in w1)
 
 
+def test_saved_model_is_the_best_evaluation_not_the_last_update(trained, tmp_path, monkeypatch):
+    """When an earlier evaluation was the best, model/ holds that update's weights. (The dev
+    selection value is scripted -- best at update 2 of 4 -- so the choice does not depend on
+    how training went; everything else is the real run.)"""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from lrasr.stages.finetune import FinetuneTask, run_finetune
+
+    root, work, recipe, summary = trained
+    real, scripted = FinetuneTask.dev_metrics, [0.1, 0.9]
+
+    def dev_metrics(self, model):
+        metrics, report = real(self, model)
+        if scripted:
+            metrics["dev_selection"] = scripted.pop(0)
+        return metrics, report
+
+    monkeypatch.setattr(FinetuneTask, "dev_metrics", dev_metrics)
+    w = tmp_path / "w"
+    shutil.copytree(work / "prepare", w / "prepare")
+    out = run_finetune(load_recipe(write_recipe(tmp_path, w, max_steps=4, eval_every=2, save_every=2)),
+                       device="cpu", resume=False)
+    assert out["best_step"] == 2 and not scripted
+    folder = w / "finetune" / "checkpoints"
+    saved = load_file(str(w / "finetune" / "model" / "model.safetensors"))
+    at2, at4 = (load_file(str(folder / f"step_000000{k}" / "model.safetensors")) for k in (2, 4))
+    assert all(saved[k].equal(at2[k]) for k in saved)
+    assert not all(saved[k].equal(at4[k]) for k in saved)
+
+
 def test_dev_wer_computed_when_every_dev_utterance_is_ctc_infeasible(trained, tmp_path):
     """Dev utterances too short for their transcripts still get WER/CER; only the dev loss skips them."""
     import shutil

@@ -150,6 +150,8 @@ def test_checkpoint_contents_load_with_weights_only(manifest, tmp_path):
     # asking for more steps continues from step 3
     more = train(RegressionTask(manifest), small_cfg(max_steps=5, save_every=2), tmp_path, resume=True)
     assert more.steps == 5 and [r["step"] for r in read_metrics_csv(tmp_path / "metrics.csv")] == [1, 2, 3, 4, 5]
+    # only the last two checkpoints stay on disk (2, 3 and 4, 5 were written)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").glob("step_*")) == ["step_0000004", "step_0000005"]
     assert more.cpu_seconds > again.cpu_seconds  # the resumed run's CPU time adds to the earlier runs'
     # ... but a checkpoint trained with other settings (an edited recipe) is not silently continued
     with pytest.raises(TrainingError, match=r"lr changed.*--no-resume"):
