@@ -246,3 +246,20 @@ def test_a_recording_whose_name_is_not_utf8_resumes(setup, tmp_path):
     assert (stats.resumed, stats.files) == (2, 0)
     assert [r.path.name for r in results] == [odd, "ഒന്ന്.wav"]
     assert [r.hypothesis for r in results] == [r.hypothesis for r in first]
+
+
+def test_a_second_run_on_the_same_output_is_refused_while_the_first_runs(setup, tmp_path):
+    """Two runs writing one output shared its journal: the second's start replaced the file under the first
+    (whose later records went to a deleted file), and the first, finishing, deleted the second's journal, so
+    a kill of the second lost all its work (review V). While one run holds the output, another is refused
+    before any work; once it is done, the output is free again and no lock file is left."""
+    from lrasr.decode.journal import journal_lock
+    from lrasr.errors import LrasrError
+
+    model, _, few = setup
+    out = tmp_path / "t.txt"
+    with journal_lock(Path(str(out) + ".partial.jsonl")):  # a first run, in progress
+        with pytest.raises(LrasrError, match="another `lrasr transcribe` is writing this output"):
+            transcribe_to([few], model, out, device="cpu")
+    _, stats, _ = transcribe_to([few], model, out, device="cpu")
+    assert stats.files == 3 and sorted(p.name for p in tmp_path.iterdir()) == ["t.txt"]

@@ -20,11 +20,13 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from lrasr import __version__
 from lrasr.decode.types import Hypothesis, Word
+from lrasr.errors import LrasrError
 from lrasr.fingerprint import changed_parts, json_digest
 from lrasr.io import atomic_path, utf8_name
 
@@ -37,6 +39,46 @@ SYNC_SECONDS = 2.0  # lines are flushed at once (a killed process loses none); f
 def journal_path(output: str | Path, folder: bool) -> Path:
     """Where the journal of a run writing to ``output`` lives (``folder``: output is a folder)."""
     return Path(output) / FOLDER_JOURNAL if folder else Path(str(output) + SUFFIX)
+
+
+@contextmanager
+def journal_lock(journal: Path) -> Iterator[None]:
+    """Hold the output whose journal is ``journal`` for one run (an exclusive ``flock`` on
+    ``<journal>.lock``, removed after): a second run on the same output is refused with ``LrasrError``.
+    Two runs sharing a journal lose work: the second's ``Journal.begin`` replaces the file the first
+    appends to, and the first, finishing, deletes the second's journal. Where the file system cannot
+    lock (no ``fcntl``, some network mounts) the run goes on unlocked."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield
+        return
+    lock = Path(str(journal) + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LrasrError("another `lrasr transcribe` is writing this output now (its journal is locked); "
+                             "wait for it to finish, or give another --output", journal) from None
+        except OSError:  # locking not supported here
+            os.close(fd)
+            yield
+            return
+        try:
+            current = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)  # a run that finished meanwhile removed the file we locked: lock the new one
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # before the lock is released: the next run creates a fresh file
+        os.close(fd)
 
 
 def _stat_listing(path: Path) -> Any:

@@ -151,7 +151,9 @@ def transcribe_to(inputs: Sequence[str | Path], model_dir: str | Path, output: s
     stdout gets no journal (there is nothing to resume into). ``decoder``: greedy or beam (default: beam
     with an LM); alpha/beta default to the LM's tuned.json. ``options`` go to ``transcribe_paths``.
     """
-    from lrasr.decode.journal import journal_path
+    from contextlib import nullcontext
+
+    from lrasr.decode.journal import journal_lock, journal_path
     from lrasr.decode.transcribe import expand_inputs, transcribe_paths
 
     if fmt not in FORMATS:
@@ -170,8 +172,11 @@ def transcribe_to(inputs: Sequence[str | Path], model_dir: str | Path, output: s
         raise LrasrError("no audio files to transcribe")
     check_destination(fmt, output, len(paths))
     journal = None if output is None else journal_path(output, output_is_folder(fmt, output, len(paths)))
-    results, stats = transcribe_paths(paths, model_dir, lm_dir, decoder, journal=journal, resume=resume, **options)
-    written = write_results(results, fmt, output)
-    if journal is not None:
-        journal.unlink(missing_ok=True)  # the outputs are complete: nothing left to resume
+    # one run at a time per output, from reading the journal to deleting it
+    with journal_lock(journal) if journal is not None else nullcontext():
+        results, stats = transcribe_paths(paths, model_dir, lm_dir, decoder, journal=journal, resume=resume,
+                                          **options)
+        written = write_results(results, fmt, output)
+        if journal is not None:
+            journal.unlink(missing_ok=True)  # the outputs are complete: nothing left to resume
     return results, stats, written
