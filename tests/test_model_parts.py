@@ -129,6 +129,15 @@ def test_span_mask_short_utterance_and_channel_mask() -> None:
     assert m.sum(1).min() > 0 and not m[1, 5:].any()
     ch = compute_channel_mask(3, 256, 0.25, 16, torch.Generator().manual_seed(0))
     assert ch.shape == (3, 256) and (ch.sum(1) == ch.sum(1)[0]).all() and 0 < ch.float().mean() < 0.5
+    # spans of mask_length channels (one row: no equalizing unmasks inside them): every run of
+    # masked channels is one span or overlapping ones, so the shortest runs are exactly 16 long
+    gen = torch.Generator().manual_seed(1)
+    runs = []
+    for _ in range(10):
+        row = compute_channel_mask(1, 256, 0.25, 16, gen)[0].int()
+        edges = torch.diff(torch.cat([torch.zeros(1, dtype=torch.int), row, torch.zeros(1, dtype=torch.int)]))
+        runs += (torch.nonzero(edges == -1) - torch.nonzero(edges == 1)).flatten().tolist()
+    assert min(runs) == 16 and len(runs) >= 20
 
 
 def test_negatives_exclude_self_and_cover_others() -> None:
@@ -267,6 +276,38 @@ def test_ctc_shapes_lengths_and_training_only_masking() -> None:
     a.sum().backward()
     assert model.backbone.feature_extractor.conv_layers[0].conv.weight.grad is None  # frozen (mult 0)
     assert model.aux.weight.grad is not None
+
+
+def _runs(flags: torch.Tensor) -> list[int]:
+    """Lengths of the runs of True in a 1-D bool tensor."""
+    edges = torch.diff(torch.cat([torch.zeros(1, dtype=torch.int), flags.int(), torch.zeros(1, dtype=torch.int)]))
+    return (torch.nonzero(edges == -1) - torch.nonzero(edges == 1)).flatten().tolist()
+
+
+def test_ctc_training_masks_use_the_configured_span_lengths() -> None:
+    """What reaches the transformer in training: whole channels zeroed in runs of mask_channel_length,
+    frames replaced by the mask embedding in runs of mask_time_length (one utterance per batch, so no
+    equalizing cuts a span; the shortest run is one span)."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(Wav2Vec2Config.preset("tiny"), num_layers=1, layerdrop=0.0, dropout=0.0,
+                              dropout_input=0.0, attention_dropout=0.0, activation_dropout=0.0)
+    model = Wav2Vec2ForCTC(cfg, vocab_size=8).train()
+    seen = []
+    model.backbone.encoder.transformer.register_forward_pre_hook(lambda mod, args, kwargs: seen.append(args[0]),
+                                                                 with_kwargs=True)
+    wave = torch.randn(1, 48000, generator=torch.Generator().manual_seed(1)) * 0.1
+    chan, time = [], []
+    with torch.no_grad():
+        model.cfg = dataclasses.replace(cfg, mask_time_prob=0.0, mask_channel_prob=0.25, mask_channel_length=16)
+        for _ in range(8):
+            model(wave)
+            chan += _runs((seen[-1][0] == 0).all(0))
+        model.cfg = dataclasses.replace(cfg, mask_time_prob=0.3, mask_time_length=4, mask_channel_prob=0.0)
+        for _ in range(4):
+            model(wave)
+            time += _runs((seen[-1][0] == model.mask_embedding).all(-1))
+    assert min(chan) == 16 and len(chan) >= 8, chan
+    assert min(time) == 4 and len(time) >= 8, time
 
 
 # ------------------------------------------------------------------------------------ model folders
