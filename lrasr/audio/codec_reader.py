@@ -8,6 +8,7 @@ audio that the command decodes (``FFMPEG_COMMAND_EXTENSIONS``).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -28,8 +29,10 @@ from lrasr.audio.joins import QUIET_RELATIVE, SILENCE, JoinError, join_offset, l
 FFMPEG_COMMAND_EXTENSIONS = {".wma", ".caf"}
 
 
+@functools.lru_cache(maxsize=1)
 def ffmpeg_command() -> str | None:
-    """The ffmpeg executable, or None when it is not installed (torchcodec is used then)."""
+    """The ffmpeg executable, or None when it is not installed (torchcodec is used then); looked up once
+    (a probe of every .wma/.caf asked PATH again)."""
     return shutil.which("ffmpeg")
 
 
@@ -42,7 +45,8 @@ def torchcodec_decoder(path: Path):
             f"cannot decode this format without torchcodec+ffmpeg ({exc}); install ffmpeg (apt-get install ffmpeg)", path
         ) from None
     try:
-        source = str(path)
+        # absolute: ffmpeg's libraries read a relative name such as 'concat:x.m4a' as a protocol
+        source = os.path.abspath(path)
         try:
             source.encode("utf-8")
         except UnicodeEncodeError:  # a name that is not UTF-8: torchcodec takes only UTF-8 names, or a file

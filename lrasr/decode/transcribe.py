@@ -286,18 +286,13 @@ def default_processes() -> int:
 
 def transcribe_files(inputs: Iterable[str | Path], model_dir: str | Path, lm_dir: str | Path | None = None,
                      decoder: str = "greedy", device: str | None = None,
-                     check_paths: Callable[[list[Path]], None] | None = None,
                      **options) -> tuple[list[FileResult], TranscribeStats]:
     """Transcribe audio files, folders or manifests with a model folder -> (results in order, stats).
-
-    ``check_paths`` sees the audio paths the inputs expand to before the model is loaded, so a caller can
-    refuse what their number makes impossible (srt of several recordings to stdout) before any work.
-    ``options`` go to ``transcribe_paths`` (journal, resume, decoder settings)."""
+    ``options`` go to ``transcribe_paths`` (journal, resume, decoder settings); ``lrasr.decode.output.
+    transcribe_to`` is the whole command (destination checks, outputs)."""
     paths = expand_inputs(list(inputs))
     if not paths:
         raise LrasrError("no audio files to transcribe")
-    if check_paths is not None:
-        check_paths(paths)
     return transcribe_paths(paths, model_dir, lm_dir, decoder, device, **options)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from lrasr.audio.codec_reader import FFMPEG_COMMAND_EXTENSIONS
 from lrasr.data.ingest import Item, ingest_corpus, read_lines
 from lrasr.data.ingest_audio import check_all, flac_name, make_job
 from lrasr.data.manifest import RejectLog, relative_audio, write_manifest
@@ -99,8 +100,11 @@ def _missing_audio_advice(texted: list[tuple[Item, str]], rows: list[dict[str, o
 def _check_audio(recipe, texted: list[tuple[Item, str]], jobs: int, rejects: RejectLog) -> list[dict[str, Any]]:
     flac_dir = recipe.workdir / "prepare" / "labeled_audio"
     to_flac = recipe.prepare.labeled_audio == "flac"
+    # formats only the ffmpeg command decodes in full (WMA, Opus in CAF) are decoded once here: read in
+    # place, every epoch would start an ffmpeg process per clip (~40x torchcodec's time)
     work = [make_job(it.audio, it.start, it.end, it.duration, it.samples,
-                     flac_dir / flac_name(it.id, it.audio, it.start, it.end), to_flac, recipe.prepare.filters)
+                     flac_dir / flac_name(it.id, it.audio, it.start, it.end),
+                     to_flac or Path(it.audio).suffix.lower() in FFMPEG_COMMAND_EXTENSIONS, recipe.prepare.filters)
             for it, _ in texted]
     kept = []
     with progress() as bar:
