@@ -40,6 +40,14 @@ def semantic_problems(recipe) -> list[str]:
     return problems
 
 
+def evaluate_splits(recipe) -> dict[str, str]:
+    """The prepared splits evaluate needs, each with why: the scored one, and dev where it tunes the LM."""
+    needed = {recipe.evaluate.split: "evaluate scores it"}
+    if recipe.lm is not None:
+        needed.setdefault("dev", "evaluate tunes the LM weights alpha/beta on it")
+    return needed
+
+
 def _unfillable_splits(recipe) -> list[str]:
     """A dev/test split evaluate needs whose ratio is 0 while no corpus can fill it (no ``assign_split``, no
     parquet shard or column splits, no list): evaluate would fail after training. Copying a language recipe
@@ -47,11 +55,8 @@ def _unfillable_splits(recipe) -> list[str]:
     if recipe.finetune is None or not recipe.corpora.labeled:
         return []
     cfg = recipe.prepare.split
-    needed = {recipe.evaluate.split: "evaluate scores it"}
-    if recipe.lm is not None:
-        needed.setdefault("dev", "evaluate tunes the LM weights alpha/beta on it")
     out = []
-    for split, why in needed.items():
+    for split, why in evaluate_splits(recipe).items():
         fillable = getattr(cfg, split) > 0 and cfg.by != "corpus"
         fillable = fillable or split in (cfg.lists or {}) or any(
             c.assign_split == split or c.format == "parquet" for c in recipe.corpora.labeled)

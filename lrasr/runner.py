@@ -359,9 +359,11 @@ def run_recipe(recipe: Recipe, from_stage: str | None = None, to_stage: str | No
                  "outputs are used")
     info = write_run_json(recipe, stages, {"from": from_stage, "to": to_stage, "force": list(force)}, device)
     ran, skipped, seconds, plans = [], [], {}, []
+    eval_split_checked = "evaluate" not in stages[lo:hi + 1]
     for stage in stages[lo:hi + 1]:
-        if stage != "prepare" and "evaluate" in stages[lo:hi + 1]:
+        if stage != "prepare" and not eval_split_checked:
             check_eval_split(recipe)  # before hours of training, not when evaluate finally starts
+            eval_split_checked = True
         plan = decide(recipe, stage, stamps, cache, stage in force or "all" in force, set())
         cache.save()
         plans.append(plan)

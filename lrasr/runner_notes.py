@@ -32,10 +32,9 @@ def check_eval_split(recipe: Recipe) -> None:
     """``LrasrError`` when prepare left a split evaluate needs empty (one or two speakers and a speaker-disjoint
     split, ``test: 0``): the scored split, and dev where an LM's weights are tuned on it. Evaluate would
     fail only after pretraining and fine-tuning."""
-    needed = {recipe.evaluate.split: "evaluate scores it"}
-    if recipe.lm is not None:
-        needed.setdefault("dev", "evaluate tunes the LM weights alpha/beta on it")
-    for split, why in needed.items():
+    from lrasr.recipe_checks import evaluate_splits
+
+    for split, why in evaluate_splits(recipe).items():
         manifest = recipe.stage_dir("prepare") / split / "manifest.tsv"
         try:
             with manifest.open(encoding="utf-8") as handle:
