@@ -100,6 +100,37 @@ def test_flac_from_another_decoder_version_is_decoded_again(tmp_path, monkeypatc
 
 
 
+def test_a_format_decoder_change_redecodes_that_format_only(tmp_path, monkeypatch):
+    """WMA's and CAF's decoding changed (session 5): their FLACs from the previous version are decoded
+    again, while a WAV's (or an MP3's: hours for a large corpus) stay valid."""
+    import json
+    import shutil
+    import subprocess
+
+    from lrasr.audio.decode import DECODE_VERSION, decode_version
+
+    assert decode_version("x.wma") == decode_version("a/b.CAF") == DECODE_VERSION + 1
+    assert decode_version("x.mp3") == decode_version(None) == decode_version("s.parquet") == DECODE_VERSION
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("ffmpeg makes the WMA file")
+    wav = tone(tmp_path / "a.wav", 440.0)
+    wma = tmp_path / "b.wma"
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", str(wav), "-c:a", "wmav2", str(wma)], check=True)
+    jobs = {src: _job(src, tmp_path / f"{src.stem}.flac") for src in (wav, wma)}
+    for job in jobs.values():
+        assert check_audio(job).ok
+    for src in jobs:  # as the previous lrasr recorded them
+        side = tmp_path / f"{src.stem}.flac.json"
+        meta = json.loads(side.read_text())
+        assert meta["decoder"] == decode_version(src)
+        side.write_text(json.dumps({**meta, "decoder": DECODE_VERSION}))
+    decoded = []
+    real = ingest_audio.load
+    monkeypatch.setattr(ingest_audio, "load", lambda *a, **k: decoded.append(Path(a[0]).name) or real(*a, **k))
+    assert all(check_audio(job).ok for job in jobs.values())
+    assert decoded == ["b.wma"]
+
+
 def test_killed_audio_worker_is_one_clear_error(tmp_path, monkeypatch):
     """BrokenProcessPool from a dead worker becomes an LrasrError that names an item's file and says to
     use fewer jobs, not a traceback."""

@@ -33,9 +33,12 @@ from lrasr.io import atomic_path
 
 SAMPLE_RATE = 16_000
 # Recorded beside every FLAC written from decoded audio (labeled items, parquet rows): a FLAC whose
-# sidecar names another version is decoded again. Bump it whenever what ``load``/``load_bytes``
-# return for the same input changes (decoders, resampling, channel mixing, trimming).
-DECODE_VERSION = 2  # 2: CAF's first 0.19 s and WMA's last frame (were lost by torchcodec) are decoded
+# sidecar names another version is decoded again. Bump DECODE_VERSION whenever what ``load``/
+# ``load_bytes`` return for the same input changes for every format (resampling, channel mixing,
+# trimming); a change for some formats only goes in FORMAT_DECODE_VERSIONS, so that the FLACs of all the
+# others (hours of MP3 decoding for a large corpus) stay valid.
+DECODE_VERSION = 1
+FORMAT_DECODE_VERSIONS = {".caf": 2, ".wma": 2}  # 2: CAF's first 0.19 s, WMA's last frame (torchcodec lost them)
 HEADER_LENGTH_EXTENSIONS = {".flac", ".mp3"}  # length read from a header that survives truncation
 SOUNDFILE_EXTENSIONS = {".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".oga", ".au", ".caf"}
 
@@ -50,6 +53,13 @@ class AudioInfo:
     @property
     def duration(self) -> float:
         return self.num_frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def decode_version(source: str | Path | None) -> int:
+    """The decoder version of audio decoded from ``source`` (a file name; None or a parquet shard: the
+    base version)."""
+    suffix = Path(str(source)).suffix.lower() if source else ""
+    return FORMAT_DECODE_VERSIONS.get(suffix, DECODE_VERSION)
 
 
 def _native(path: str | Path) -> bytes:

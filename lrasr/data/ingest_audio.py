@@ -7,8 +7,8 @@ a segment that spans its whole file is referenced like a file.
 An existing FLAC from an earlier run is reused (its name hashes the source path and times), so a
 re-run only does the work that is missing: only while the sidecar ``<name>.flac.json`` written with
 it still matches the source file as it is now (size, modification and change times, inode), names
-the current decoder version (``lrasr.audio.decode.DECODE_VERSION``) and the FLAC still holds the
-number of samples written. A source replaced since, even by a file with an
+the current decoder version for its format (``lrasr.audio.decode.decode_version``) and the FLAC still
+holds the number of samples written. A source replaced since, even by a file with an
 older or the same modification time, is decoded again. A source that is itself a FLAC lrasr wrote
 (a parquet row's) is hard-linked under the new name instead of decoded again (``link_own_flac``).
 """
@@ -26,7 +26,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from lrasr.audio.decode import DECODE_VERSION, SAMPLE_RATE, AudioError, check_end, load, probe, save_flac
+from lrasr.audio.decode import SAMPLE_RATE, AudioError, check_end, decode_version, load, probe, save_flac
 from lrasr.errors import LrasrError
 from lrasr.io import atomic_path, write_json_atomic
 from lrasr.recipe import FilterConfig
@@ -130,7 +130,9 @@ def link_own_flac(path: Path, out: Path) -> float | None:
         recorded = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(recorded, dict) or recorded.get("decoder") != DECODE_VERSION or path.suffix != ".flac":
+    source = recorded.get("source") if isinstance(recorded, dict) else None
+    if (not isinstance(source, dict) or path.suffix != ".flac"
+            or recorded.get("decoder") != decode_version(source.get("path"))):
         return None
     try:
         info = probe(path)
@@ -155,8 +157,9 @@ def sidecar_path(flac: Path) -> Path:
 
 def sidecar(key: dict, samples: int) -> dict:
     """What ``<name>.flac.json`` records: the source as ``key`` describes it, the samples written, and
-    the decoder's version (``DECODE_VERSION``), so a change to decoding does not reuse older FLACs."""
-    return {"source": key, "samples": samples, "decoder": DECODE_VERSION}
+    the decoder's version for that source (``decode_version``), so a change to decoding does not reuse
+    older FLACs."""
+    return {"source": key, "samples": samples, "decoder": decode_version(key.get("path"))}
 
 
 def source_key(path: Path, start: float | None, end: float | None) -> dict:
@@ -176,7 +179,7 @@ def reusable_flac(out: Path, key: dict) -> float | None:
         return None  # none (or from an older lrasr, or half-written): write the FLAC again
     if not isinstance(recorded, dict) or recorded.get("source") != key:
         return None
-    if recorded.get("decoder") != DECODE_VERSION:
+    if recorded.get("decoder") != decode_version(key.get("path")):
         return None  # made by another decoder version (or before versions were recorded): decode again
     try:
         info = probe(out)
