@@ -62,3 +62,21 @@ def load(recipe: Path, workdir: Optional[Path] = None, overrides: dict[str, Any]
 def not_implemented(stage: str) -> None:
     err_console.print(f"[yellow]{stage}: not implemented yet[/]")
     raise typer.Exit(3)
+
+
+def run_training_stage(stage: str, run: Callable[..., dict], recipe, device: Optional[str], resume: bool,
+                       max_steps: Optional[int]) -> dict:
+    """`lrasr pretrain` / `lrasr finetune`: ``run`` (the stage function) on a loaded recipe, recorded for
+    `lrasr run` when it used the recipe's own step count, the process group shut down either way."""
+    from lrasr.stage_command import stage_command
+    from lrasr.train.distributed import shutdown_distributed
+
+    complete = max_steps is None or max_steps == getattr(getattr(recipe, stage), "max_steps", None)
+    try:
+        with stage_command(recipe, stage, complete) as record:  # `lrasr run` then skips it
+            summary = record["summary"] = run(recipe, device=device, resume=resume, max_steps=max_steps)
+    except BaseException:
+        shutdown_distributed(completed=False)
+        raise
+    shutdown_distributed()
+    return summary

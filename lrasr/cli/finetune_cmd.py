@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from lrasr.cli.app import DeviceOpt, RecipeArg, ResumeOpt, WorkdirOpt, app, load, max_steps_option, user_errors
+from lrasr.cli.app import (DeviceOpt, RecipeArg, ResumeOpt, WorkdirOpt, app, load, max_steps_option,
+                           run_training_stage, user_errors)
 
 
 @app.command()
@@ -21,19 +22,10 @@ def finetune(
 ) -> None:
     """CTC fine-tuning on the labeled train split, with dev WER/CER (torchrun for multi-GPU)."""
     from lrasr.report import console, summary_table
-    from lrasr.stage_command import stage_command
     from lrasr.stages.finetune import run_finetune
-    from lrasr.train.distributed import env_info, shutdown_distributed
+    from lrasr.train.distributed import env_info
 
-    loaded = load(recipe, workdir)
-    complete = max_steps is None or max_steps == getattr(loaded.finetune, "max_steps", None)  # else `lrasr run` redoes it
-    try:
-        with stage_command(loaded, "finetune", complete) as record:  # `lrasr run` then skips it
-            summary = record["summary"] = run_finetune(loaded, device=device, resume=resume, max_steps=max_steps)
-    except BaseException:
-        shutdown_distributed(completed=False)
-        raise
-    shutdown_distributed()
+    summary = run_training_stage("finetune", run_finetune, load(recipe, workdir), device, resume, max_steps)
     if not env_info().is_main:
         return
     rows = [(k, v if not isinstance(v, dict) else ", ".join(f"{a}: {b}" for a, b in v.items()) or "-")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from lrasr.cli.app import DeviceOpt, RecipeArg, ResumeOpt, WorkdirOpt, app, load, max_steps_option, user_errors
+from lrasr.cli.app import (DeviceOpt, RecipeArg, ResumeOpt, WorkdirOpt, app, load, max_steps_option,
+                           run_training_stage, user_errors)
 
 
 @app.command()
@@ -19,18 +20,9 @@ def pretrain(
 ) -> None:
     """wav2vec 2.0 self-supervised pretraining on the prepared unlabeled audio (torchrun for multi-GPU)."""
     from lrasr.report import err_console, summary_table
-    from lrasr.stage_command import stage_command
     from lrasr.stages.pretrain import run_pretrain, summary_rows
-    from lrasr.train.distributed import env_info, shutdown_distributed
+    from lrasr.train.distributed import env_info
 
-    loaded = load(recipe, workdir)
-    complete = max_steps is None or max_steps == getattr(loaded.pretrain, "max_steps", None)  # else `lrasr run` redoes it
-    try:
-        with stage_command(loaded, "pretrain", complete) as record:  # `lrasr run` then skips it
-            summary = record["summary"] = run_pretrain(loaded, device=device, resume=resume, max_steps=max_steps)
-    except BaseException:
-        shutdown_distributed(completed=False)
-        raise
-    shutdown_distributed()
+    summary = run_training_stage("pretrain", run_pretrain, load(recipe, workdir), device, resume, max_steps)
     if env_info().is_main:
         err_console.print(summary_table("pretrain", summary_rows(summary)))
