@@ -1,4 +1,4 @@
-"""Small file helpers shared by every stage: atomic writes and content fingerprints."""
+"""Small helpers shared by every stage: atomic writes, content fingerprints, the usable CPU cores."""
 
 from __future__ import annotations
 
@@ -68,3 +68,10 @@ def utf8_name(name: str, errors: str = "replace") -> str:
     people to read) or ``\\xNN`` escapes (``"backslashreplace"``, distinct names stay distinct).
     Valid names are unchanged."""
     return name.encode("utf-8", "surrogateescape").decode("utf-8", errors)
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a cluster job's share), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1

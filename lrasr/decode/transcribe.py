@@ -26,6 +26,7 @@ from lrasr.decode.chunking import Chunk, iter_chunks, vad_segmenter
 from lrasr.decode.greedy import greedy_hypothesis
 from lrasr.decode.types import Hypothesis, merge_hypotheses
 from lrasr.errors import LrasrError
+from lrasr.io import usable_cores
 from lrasr.report import err_console, progress, warn
 
 AUDIO_EXTENSIONS = {"." + ext for ext in recipe_defaults.AUDIO_EXTENSIONS}
@@ -281,7 +282,7 @@ def build_transcriber(model_dir: str | Path, lm_dir: str | Path | None = None, d
 
 
 def default_processes() -> int:
-    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    return min(8, usable_cores())
 
 
 def transcribe_files(inputs: Iterable[str | Path], model_dir: str | Path, lm_dir: str | Path | None = None,

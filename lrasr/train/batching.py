@@ -12,7 +12,6 @@ A data position is (epoch, group index): resuming skips the groups already train
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -23,6 +22,7 @@ import torch
 from lrasr.audio.decode import SAMPLE_RATE, AudioError, load
 from lrasr.data.manifest import audio_paths, read_manifest
 from lrasr.errors import LrasrError
+from lrasr.io import usable_cores
 
 # Length jitter (fraction) when sorting for buckets: groups change from epoch to epoch even when the
 # utterance lengths do not (fine-tuning), at the cost of a few percent more padding.
@@ -310,8 +310,7 @@ class _SpecDataset(torch.utils.data.Dataset):
 def usable_workers(asked: int) -> int:
     """``asked`` loader processes, at most as many as the CPU cores this process may run on: more only
     compete with training for the cores (and torch warns about them in several lines every epoch)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(asked, cores))
+    return max(0, min(asked, usable_cores()))
 
 
 def iterate_groups(dataset: AudioDataset, plan: EpochPlan, rank: int, world_size: int, start_group: int = 0,
