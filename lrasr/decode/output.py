@@ -115,9 +115,9 @@ def write_results(results: Sequence, fmt: str, output: str | Path | None) -> lis
     if output is None:
         _to_stdout(writer(items))
         return []
-    folder = _names_folder(output)
+    folder = output_is_folder(fmt, output, len(items))  # the rule transcribe_to's journal follows too
     output = Path(output)
-    if fmt in SUBTITLES and (len(items) > 1 or folder):
+    if folder and fmt in SUBTITLES:
         output.mkdir(parents=True, exist_ok=True)
         paths = []
         names = unique_stems([r.path for r in results], ".")
